@@ -1,0 +1,350 @@
+"""Typed, validated run configuration; TOML presets; ``--set key=value`` overrides.
+
+A run is described by one :class:`RunConfig`. Presets are TOML files in
+``forwardforward/presets/``; every key is checked against the dataclasses below, so a typo is an
+error that names the key and the accepted ones, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from forwardforward.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how it is split."""
+
+    dataset: str = "mnist"
+    val_fraction: float = 0.0
+    """Fraction of the training set held out for validation (0: none)."""
+    fraction: float = 1.0
+    """Fraction of the training set used at all (a quick-run knob)."""
+    eval_split: str = "test"
+    """Split scored every ``eval_every`` epochs: ``test`` or ``val``."""
+
+
+@dataclass
+class ModelConfig:
+    """The network: layers, normalisation, objective and label embedding."""
+
+    kind: str = "feedforward"
+    layers: list[int] = field(default_factory=lambda: [500, 500])
+    norm: str = "rms"
+    activation: str = "relu"
+    init: str = "torch"
+    bias: bool = True
+    goodness: str = "sum_squares"
+    maximize: bool = True
+    """False gives the inverted objective: low goodness for positive data."""
+    loss: str = "threshold_softplus"
+    theta: float | str = "units"
+    """The threshold: a number, or ``units`` for the layer's width (loeweX, Hinton's code)."""
+    alpha: float = 1.0
+    """Sharpness of the loss (SymBa's alpha; a temperature for threshold-softplus)."""
+    peer_weight: float = 0.0
+    peer_momentum: float = 0.9
+    label: str = "overwrite"
+    label_value: str = "one"
+    """``one`` or ``max`` (the image's maximum, as mohammadpz)."""
+    neutral_level: float = 0.1
+    """Label code of the neutral input fed to a probe (0.1 as loeweX; ``1/C`` is also common)."""
+
+
+@dataclass
+class NegativesConfig:
+    """How negative data is made."""
+
+    kind: str = "random_wrong"
+
+
+@dataclass
+class ReadoutConfig:
+    """How the network predicts."""
+
+    kind: str = "goodness"
+    """``goodness`` (try every label) or ``probe`` (linear softmax on activities)."""
+    layers: list[int] = field(default_factory=list)
+    """0-based layers whose goodness or activities are used; empty means all."""
+    select: str = "auto"
+    """``argmax`` or ``argmin`` of summed goodness; ``auto`` follows ``model.maximize``."""
+    probe_mode: str = "joint"
+    """``joint``: the probe trains with the FF layers on detached features; ``after``: on the
+    frozen features once FF training is done."""
+    probe_input: str = "neutral"
+    """``neutral`` label code, or ``zero`` (FFLib's FF+C)."""
+    probe_optimizer: str = "sgd"
+    probe_lr: float = 0.01
+    probe_momentum: float = 0.9
+    probe_weight_decay: float = 0.003
+    probe_epochs: int = 10
+    """Epochs of probe training in ``after`` mode."""
+
+
+@dataclass
+class OptimConfig:
+    """Per-layer optimiser and learning-rate schedule."""
+
+    name: str = "adam"
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "constant"
+    """``constant``, ``cooldown`` (constant, then linear to 0 over the second half), ``cosine``."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    schedule: str = "simultaneous"
+    """``simultaneous`` (every layer steps on every batch) or ``greedy`` (layer by layer)."""
+    eval_every: int = 1
+    eval_batch_size: int = 1000
+    seed: int = 0
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (autocast)."""
+    device: str = "auto"
+    """``cpu``, ``cuda`` or ``auto``."""
+    threads: int = 0
+    """CPU threads for torch (0: torch's default)."""
+
+
+@dataclass
+class BaselineConfig:
+    """The backprop twin: the same layers and data trained end to end with cross-entropy."""
+
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", lr=0.001))
+    epochs: int = 0
+    """0: the FF run's epoch budget."""
+
+
+@dataclass
+class RunConfig:
+    """Everything one run needs."""
+
+    name: str = "custom"
+    description: str = ""
+    reference: str = ""
+    """The published figure this preset reproduces, for reports."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
+
+
+# ------------------------------------------------------------------------------------------------
+# Building dataclasses from plain data, with type checks that name the offending key.
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        for option in get_args(tp):
+            try:
+                return _check_value(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not a valid {tp}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return from_dict(tp, value, prefix=key + ".")
+    if origin is list:
+        (item,) = get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
+
+
+def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown option {prefix + key!r}; choose one of: "
+                + ", ".join(prefix + n for n in names)
+            )
+        kwargs[key] = _check_value(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A dataclass as plain data (the inverse of :func:`from_dict`)."""
+    return dataclasses.asdict(config)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string: --set model.loss=symba
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values in TOML syntax; bare words are strings)."""
+    for text in overrides:
+        path, value = _parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {part!r} is not a table")
+        node[path[-1]] = value
+    return data
+
+
+def preset_names() -> list[str]:
+    """The names of the bundled presets."""
+    folder = resources.files("forwardforward") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _preset_text(name: str) -> str:
+    path = Path(name)
+    if path.suffix == ".toml" and path.exists():
+        return path.read_text()
+    folder = resources.files("forwardforward") / "presets"
+    candidate = folder / f"{name}.toml"
+    if not candidate.is_file():
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of: {', '.join(preset_names())} "
+            "(or give a path to a .toml file)"
+        )
+    return candidate.read_text()
+
+
+def config_from_toml(text: str, overrides: list[str] | None = None) -> RunConfig:
+    """Parse a TOML run description, apply overrides, validate."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}") from None
+    config = from_dict(RunConfig, apply_overrides(data, overrides or []))
+    validate(config)
+    return config
+
+
+def load_preset(name: str, overrides: list[str] | None = None) -> RunConfig:
+    """The named preset (or a path to a TOML file), with ``key=value`` overrides applied.
+
+    >>> load_preset("mnist-quick", ["train.epochs=1"]).train.epochs
+    1
+    """
+    config = config_from_toml(_preset_text(name), overrides)
+    if config.name == "custom":
+        config.name = Path(name).stem
+    return config
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {key} {value!r}; choose one of: {', '.join(choices)}")
+
+
+def validate(config: RunConfig) -> None:
+    """Check names and ranges that the types alone do not (the registries check the rest)."""
+    from forwardforward.goodness import GOODNESS
+    from forwardforward.labels import LABEL_ENCODERS
+    from forwardforward.layers import ACTIVATIONS, INITS, NORMS
+    from forwardforward.losses import LOSSES
+    from forwardforward.negatives import NEGATIVES
+
+    m, t, r = config.model, config.train, config.readout
+    _choice("model.kind", m.kind, ("feedforward",))
+    for registry, value in (
+        (NORMS, m.norm),
+        (ACTIVATIONS, m.activation),
+        (GOODNESS, m.goodness),
+        (LOSSES, m.loss),
+        (LABEL_ENCODERS, m.label),
+        (NEGATIVES, config.negatives.kind),
+    ):
+        registry[value]
+    _choice("model.init", m.init, INITS)
+    _choice("model.label_value", m.label_value, ("one", "max"))
+    if isinstance(m.theta, str) and m.theta != "units":
+        raise ConfigError(f"model.theta must be a number or 'units', got {m.theta!r}")
+    if not m.layers or any(w <= 0 for w in m.layers):
+        raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
+    _choice("readout.kind", r.kind, ("goodness", "probe"))
+    _choice("readout.select", r.select, ("auto", "argmax", "argmin"))
+    _choice("readout.probe_mode", r.probe_mode, ("joint", "after"))
+    _choice("readout.probe_input", r.probe_input, ("neutral", "zero"))
+    _choice("readout.probe_optimizer", r.probe_optimizer, OPTIMIZERS)
+    for i in r.layers:
+        if not 0 <= i < len(m.layers):
+            raise ConfigError(
+                f"readout.layers: no layer {i}; the net has layers 0..{len(m.layers) - 1}"
+            )
+    for optim, key in ((config.optim, "optim"), (config.baseline.optim, "baseline.optim")):
+        _choice(f"{key}.name", optim.name, OPTIMIZERS)
+        _choice(f"{key}.schedule", optim.schedule, SCHEDULES)
+        if len(optim.betas) != 2:
+            raise ConfigError(f"{key}.betas must be two numbers, got {optim.betas}")
+        if optim.lr <= 0:
+            raise ConfigError(f"{key}.lr must be positive, got {optim.lr}")
+    _choice("train.schedule", t.schedule, ("simultaneous", "greedy"))
+    _choice("train.precision", t.precision, ("fp32", "bf16"))
+    _choice("train.device", t.device, ("auto", "cpu", "cuda"))
+    _choice("data.eval_split", config.data.eval_split, ("test", "val"))
+    if t.epochs < 1 or t.batch_size < 1 or t.eval_every < 1:
+        raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
+    if config.data.eval_split == "val" and config.data.val_fraction <= 0:
+        raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")
+    if not 0 < config.data.fraction <= 1 or not 0 <= config.data.val_fraction < 1:
+        raise ConfigError("data.fraction must be in (0, 1] and data.val_fraction in [0, 1)")
+    if t.schedule == "greedy" and config.negatives.kind == "hard":
+        raise ConfigError(
+            "greedy training caches its negatives once: hard negatives need the "
+            "simultaneous schedule"
+        )
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULES = ("constant", "cooldown", "cosine")

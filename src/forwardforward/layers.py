@@ -1,0 +1,161 @@
+"""Forward-Forward layers.
+
+A layer owns its parameters and its input normalisation. Its input is always *detached* before
+use, so no gradient crosses a layer boundary: the only gradient a layer sees is the one of its own
+local loss.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from forwardforward.registry import Registry
+
+EPS = 1e-8
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation of a layer's input: (B, D) -> (B, D), and the same expressed as a scale factor
+# computed from the per-sample sum of squares (used to share work across candidate labels).
+
+
+def rms_scale(sum_sq: Tensor, dim: int) -> Tensor:
+    """``1 / (sqrt(mean x^2) + eps)`` from ``sum x^2`` over ``dim`` features (loeweX, Hinton)."""
+    return 1.0 / (torch.sqrt(sum_sq / dim) + EPS)
+
+
+def l2_scale(sum_sq: Tensor, dim: int) -> Tensor:
+    """``1 / (||x|| + eps)`` from ``sum x^2`` (mohammadpz, FFLib, nebullvm)."""
+    return 1.0 / (torch.sqrt(sum_sq) + EPS)
+
+
+def no_scale(sum_sq: Tensor, dim: int) -> Tensor:
+    """No normalisation."""
+    return torch.ones_like(sum_sq)
+
+
+NORMS: Registry[Callable[[Tensor, int], Tensor]] = Registry(
+    "norm", {"rms": rms_scale, "l2": l2_scale, "none": no_scale}
+)
+
+
+def normalize(x: Tensor, norm: str) -> Tensor:
+    """Normalise each row of ``x`` ``(B, D)`` by the named norm (``rms``, ``l2`` or ``none``)."""
+    if norm == "none":
+        return x
+    scale = NORMS[norm](x.square().sum(dim=1, keepdim=True), x.shape[1])
+    return x * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations
+
+
+def relu_straight_through(x: Tensor) -> Tensor:
+    """ReLU forward, identity backward: units that are off still learn (loeweX ``ReLU_full_grad``,
+    Hinton's "pretend there is a gradient")."""
+    return x + (F.relu(x) - x).detach()
+
+
+def _leaky_relu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.01)
+
+
+ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
+    "activation",
+    {
+        "relu": F.relu,
+        "relu_st": relu_straight_through,
+        "leaky_relu": _leaky_relu,
+        "gelu": F.gelu,
+        "silu": F.silu,
+    },
+)
+
+INITS = ("torch", "normal_fan_in", "normal_fan_out")
+
+
+class FFLinear(nn.Module):
+    """A fully connected FF layer: ``act(W norm(detach(x)) + b)``.
+
+    Args:
+        in_features: ``D``, the width of the input ``(B, D)``.
+        out_features: ``H``, the width of the output ``(B, H)``.
+        norm: input normalisation, ``rms`` (Hinton, loeweX), ``l2`` (mohammadpz) or ``none``.
+        activation: one of :data:`ACTIVATIONS`; ``relu_st`` is the straight-through ReLU.
+        bias: whether the layer has a bias.
+        init: ``torch`` (``nn.Linear``'s), ``normal_fan_in`` (N(0, 1/sqrt(D)), Hinton's Matlab) or
+            ``normal_fan_out`` (N(0, 1/sqrt(H)), loeweX).
+        peer_weight: weight of the peer-normalisation loss (0 disables it).
+        peer_momentum: momentum of the running mean activity used by peer normalisation.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        norm: str = "rms",
+        activation: str = "relu",
+        bias: bool = True,
+        init: str = "torch",
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        NORMS[norm]  # validate now, not on the first batch
+        self.act = ACTIVATIONS[activation]
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.norm = norm
+        self.activation = activation
+        self.init = init
+        self.peer_weight = peer_weight
+        self.peer_momentum = peer_momentum
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.running_mean: Tensor
+        self.register_buffer("running_mean", torch.full((out_features,), 0.5))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.init == "torch":
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+            if self.bias is not None:
+                bound = 1 / math.sqrt(self.in_features)
+                nn.init.uniform_(self.bias, -bound, bound)
+        else:
+            fan = self.in_features if self.init == "normal_fan_in" else self.out_features
+            nn.init.normal_(self.weight, 0.0, 1.0 / math.sqrt(fan))
+            if self.bias is not None:
+                nn.init.zeros_(self.bias)
+        self.running_mean.fill_(0.5)
+
+    def scale(self, sum_sq: Tensor) -> Tensor:
+        """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
+        return NORMS[self.norm](sum_sq, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, D) -> (B, H)``; ``x`` is detached and normalised first."""
+        return self.act(F.linear(normalize(x.detach(), self.norm), self.weight, self.bias))
+
+    def peer_loss(self, h_pos: Tensor) -> Tensor:
+        """Peer normalisation (loeweX, Hinton): pull every unit's running mean activity on positive
+        data ``(B, H)`` towards the layer's average. Updates the running mean in training mode."""
+        running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * h_pos.mean(0)
+        if self.training:
+            self.running_mean.copy_(running.detach())
+        return self.peer_weight * (running.mean() - running).square().mean()
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"norm={self.norm}, activation={self.activation}, bias={self.bias is not None}, "
+            f"peer_weight={self.peer_weight}"
+        )

@@ -1,0 +1,71 @@
+"""Layer losses: ``(score_pos (P,), score_neg (N,), theta) -> scalar``.
+
+Scores are signed goodness (see :func:`forwardforward.goodness.signed`): every loss here pushes
+positive scores up and negative scores down, so the inverted objective is the same loss on
+negated goodness and negated threshold.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from forwardforward.registry import Registry
+
+
+class Loss(Protocol):
+    """``(score_pos (P,), score_neg (N,), theta, alpha) -> scalar loss``."""
+
+    def __call__(self, pos: Tensor, neg: Tensor, theta: float, alpha: float) -> Tensor: ...
+
+
+def threshold_softplus(pos: Tensor, neg: Tensor, theta: float, alpha: float = 1.0) -> Tensor:
+    """Hinton's loss: ``softplus(alpha (theta - pos))`` and ``softplus(alpha (neg - theta))``.
+
+    The mean over all P + N terms, i.e. binary cross-entropy with logits ``alpha (score - theta)``
+    (loeweX's ``BCEWithLogits``; mohammadpz and FFLib with ``alpha = 1``).
+    """
+    logits = torch.cat([theta - pos, neg - theta]) * alpha
+    return F.softplus(logits).mean()
+
+
+def symba(pos: Tensor, neg: Tensor, theta: float = 0.0, alpha: float = 4.0) -> Tensor:
+    """SymBa's pairwise loss ``softplus(-alpha (pos - neg))``; needs no threshold.
+
+    With ``K`` negatives per positive (``N = K P``, negatives grouped as ``K`` blocks of ``P``),
+    every negative is paired with its own positive.
+    """
+    if neg.shape[0] % pos.shape[0] != 0:
+        raise ValueError(
+            f"symba pairs each negative with a positive: {neg.shape[0]} negatives "
+            f"is not a multiple of {pos.shape[0]} positives"
+        )
+    repeats = neg.shape[0] // pos.shape[0]
+    return F.softplus(-alpha * (pos.repeat(repeats) - neg)).mean()
+
+
+def linear(pos: Tensor, neg: Tensor, theta: float = 0.0, alpha: float = 1.0) -> Tensor:
+    """nebullvm's linear loss: ``alpha (mean(neg) - mean(pos))``. Unbounded: use a small lr."""
+    return alpha * (neg.mean() - pos.mean())
+
+
+def log_sigmoid(pos: Tensor, neg: Tensor, theta: float, alpha: float = 1.0) -> Tensor:
+    """nebullvm's ``-sign * log sigmoid``: ``-log s(a(pos-theta)) + log s(a(neg-theta))``.
+
+    The negative term is bounded only because goodness is non-negative.
+    """
+    return -F.logsigmoid(alpha * (pos - theta)).mean() + F.logsigmoid(alpha * (neg - theta)).mean()
+
+
+LOSSES: Registry[Loss] = Registry(
+    "loss",
+    {
+        "threshold_softplus": threshold_softplus,
+        "symba": symba,
+        "linear": linear,
+        "log_sigmoid": log_sigmoid,
+    },
+)

@@ -1,0 +1,93 @@
+"""The backprop twin: the same layer widths trained end to end with cross-entropy.
+
+It is the baseline next to every FF result: same architecture (the FF net's hidden layers,
+without the label in the input, plus a linear output layer), same data, same epoch budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.layers import ACTIVATIONS
+from forwardforward.nets.base import OwnsOptimizers, lr_lambda, optimizer_from_config
+
+
+class BackpropNet(OwnsOptimizers, nn.Module):
+    """An MLP ``D -> layers... -> C`` with the FF preset's activation, trained by backprop.
+
+    The straight-through ReLU of the FF preset is a plain ReLU here (backprop needs no trick).
+    """
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        widths = [math.prod(in_shape), *config.model.layers]
+        act = config.model.activation
+        self.act = ACTIVATIONS["relu" if act == "relu_st" else act]
+        self.layers = nn.ModuleList(
+            nn.Linear(widths[i], widths[i + 1]) for i in range(len(widths) - 1)
+        )
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.autocast_dtype: torch.dtype | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, ...)`` -> logits ``(B, C)``."""
+        h = x.reshape(x.shape[0], -1)
+        h = h if h.is_floating_point() else h.float() / 255.0
+        for layer in self.layers:
+            h = self.act(layer(h))
+        out: Tensor = self.head(h)
+        return out
+
+    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
+        b = self.config.baseline
+        epochs = b.epochs or train.epochs
+        opt = optimizer_from_config(list(self.parameters()), b.optim)
+        self.optimizers = [opt]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(
+                opt, lr_lambda(b.optim.schedule, steps_per_epoch * epochs)
+            )
+        ]
+        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
+
+    def phases(self) -> int:
+        return 1
+
+    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
+        return None
+
+    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        return None
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        with torch.autocast(
+            x.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            loss = F.cross_entropy(self(x).float(), y)
+        if not bool(torch.isfinite(loss)):
+            from forwardforward.errors import TrainingDiverged
+
+            step = int(self.schedulers[0].last_epoch)
+            raise TrainingDiverged(f"backprop loss is {loss.item()} at step {step}")
+        loss.backward()
+        self.optimizers[0].step()
+        self.optimizers[0].zero_grad(set_to_none=True)
+        self.schedulers[0].step()
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        logits: Tensor = self(x)
+        return logits.argmax(1)

@@ -1,0 +1,107 @@
+"""The surface every network offers to the trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from forwardforward.config import OptimConfig, TrainConfig
+from forwardforward.errors import ConfigError
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """What :class:`forwardforward.train.Trainer` needs from a network.
+
+    Training is a list of *phases* (one for simultaneous training, one per layer for greedy
+    training), each of ``epochs`` epochs. ``begin_phase`` is called at the start of every phase,
+    including after a resume, and must be deterministic.
+    """
+
+    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None: ...
+
+    def phases(self) -> int: ...
+
+    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None: ...
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]: ...
+
+    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None: ...
+
+    def predict(self, x: Tensor) -> Tensor: ...
+
+    def optim_state_dict(self) -> dict[str, Any]: ...
+
+    def load_optim_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+class OwnsOptimizers:
+    """Mixin: a network that keeps its optimisers and schedulers in two lists."""
+
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+
+    def optim_state_dict(self) -> dict[str, Any]:
+        """Optimiser and scheduler states, for checkpoints."""
+        return {
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+        }
+
+    def load_optim_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`optim_state_dict` returned."""
+        for opt, s in zip(self.optimizers, state["optimizers"], strict=True):
+            opt.load_state_dict(s)
+        for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
+            sched.load_state_dict(s)
+
+
+def lr_lambda(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at a step: ``constant``; ``cooldown`` (1 for the first half,
+    then linear to 0 over the second, as Hinton's and loeweX's code); ``cosine`` (to 0)."""
+    total = max(total_steps, 1)
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule == "cooldown":
+        half = total / 2
+        return lambda step: 1.0 if step < half else max(0.0, (total - step) / (total - half))
+    if schedule == "cosine":
+        import math
+
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    raise ConfigError(f"unknown schedule {schedule!r}; choose one of: constant, cooldown, cosine")
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter],
+    name: str,
+    lr: float,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    """An optimiser by name: ``sgd`` (with momentum), ``adam``, ``adamw`` or ``rmsprop``."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; choose one of: sgd, adam, adamw, rmsprop")
+
+
+def optimizer_from_config(
+    params: list[torch.nn.Parameter], cfg: OptimConfig
+) -> torch.optim.Optimizer:
+    """:func:`make_optimizer` from an :class:`OptimConfig`."""
+    b1, b2 = cfg.betas
+    return make_optimizer(params, cfg.name, cfg.lr, cfg.momentum, cfg.weight_decay, (b1, b2))

@@ -1,0 +1,330 @@
+"""The feed-forward FF network (Hinton's section 3.3 and every seed's supervised system)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.goodness import GOODNESS, signed
+from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
+from forwardforward.layers import FFLinear, normalize
+from forwardforward.losses import LOSSES
+from forwardforward.negatives import NEGATIVES
+from forwardforward.nets.base import (
+    OwnsOptimizers,
+    lr_lambda,
+    make_optimizer,
+    optimizer_from_config,
+)
+
+
+def make_encoder(
+    name: str, num_classes: int, in_shape: tuple[int, ...], value: str
+) -> LabelEncoder:
+    """A label encoder by name for flattened images of shape ``in_shape`` ``(C, H, W)``."""
+    cls = LABEL_ENCODERS[name]
+    d = math.prod(in_shape)
+    if cls is TopRow:
+        return TopRow(num_classes, d, value, width=in_shape[-1])
+    return cls(num_classes, d, value)
+
+
+class FFNet(OwnsOptimizers, nn.Module):
+    """A stack of :class:`FFLinear` layers trained with Forward-Forward.
+
+    Args:
+        config: the run configuration (model, negatives, readout and optimiser sections are used).
+        in_shape: the shape of one image, ``(C, H, W)``.
+        num_classes: ``C``, the number of labels.
+
+    Inputs are images ``(B, C, H, W)`` or already flattened ``(B, D)`` in ``[0, 1]``.
+    """
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        m = config.model
+        self.config = config
+        self.in_shape = tuple(in_shape)
+        self.num_classes = num_classes
+        self.encoder = make_encoder(m.label, num_classes, self.in_shape, m.label_value)
+        dims = [self.encoder.out_features, *m.layers]
+        self.layers = nn.ModuleList(
+            FFLinear(
+                dims[i],
+                dims[i + 1],
+                norm=m.norm,
+                activation=m.activation,
+                bias=m.bias,
+                init=m.init,
+                peer_weight=m.peer_weight,
+                peer_momentum=m.peer_momentum,
+            )
+            for i in range(len(m.layers))
+        )
+        self.goodness = GOODNESS[m.goodness]
+        self.loss_fn = LOSSES[m.loss]
+        self.sampler = NEGATIVES[config.negatives.kind]
+        self.thetas = [self._theta(w) for w in m.layers]
+        r = config.readout
+        self.readout_layers = list(r.layers) or list(range(len(m.layers)))
+        self.probe: nn.Linear | None = None
+        if r.kind == "probe":
+            width = sum(m.layers[i] for i in self.readout_layers)
+            self.probe = nn.Linear(width, num_classes, bias=False)
+            nn.init.zeros_(self.probe.weight)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.autocast_dtype: torch.dtype | None = None
+        self._phase = -1
+        self._cache: tuple[Tensor, Tensor] | None = None
+
+    def _theta(self, width: int) -> float:
+        theta = self.config.model.theta
+        if theta == "units":  # mean square activity 1 per unit
+            return float(width) if self.config.model.goodness == "sum_squares" else 1.0
+        return float(theta)
+
+    # -- shapes ----------------------------------------------------------------------------------
+
+    def flat(self, x: Tensor) -> Tensor:
+        """Images ``(B, C, H, W)`` or ``(B, D)`` -> ``(B, D)`` float."""
+        x = x.reshape(x.shape[0], -1)
+        return x if x.is_floating_point() else x.float() / 255.0
+
+    # -- the FF objective ------------------------------------------------------------------------
+
+    def score(self, h: Tensor) -> Tensor:
+        """Signed goodness ``(B,)`` of activities ``(B, H)``: higher means "more positive"."""
+        return signed(self.goodness(h.float()), self.config.model.maximize)
+
+    def layer_loss(self, i: int, h_pos: Tensor, h_neg: Tensor) -> Tensor:
+        """Layer ``i``'s local loss on positive ``(P, H)`` and negative ``(N, H)`` activities."""
+        m = self.config.model
+        theta = self.thetas[i] if m.maximize else -self.thetas[i]
+        loss = self.loss_fn(self.score(h_pos), self.score(h_neg), theta, m.alpha)
+        layer = self.layers[i]
+        assert isinstance(layer, FFLinear)
+        if layer.peer_weight > 0:
+            loss = loss + layer.peer_loss(h_pos.float())
+        return loss
+
+    # -- training --------------------------------------------------------------------------------
+
+    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
+        """Build one optimiser and learning-rate schedule per layer (and one for the probe)."""
+        o = self.config.optim
+        total = steps_per_epoch * train.epochs
+        self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total))
+            for opt in self.optimizers
+        ]
+        if self.probe is not None:
+            r = self.config.readout
+            popt = make_optimizer(
+                list(self.probe.parameters()),
+                r.probe_optimizer,
+                r.probe_lr,
+                r.probe_momentum,
+                r.probe_weight_decay,
+            )
+            probe_total = total if r.probe_mode == "joint" else steps_per_epoch * r.probe_epochs
+            self.optimizers.append(popt)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_total))
+            )
+        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
+        self.greedy = train.schedule == "greedy"
+
+    def _autocast(self, x: Tensor) -> torch.autocast:
+        return torch.autocast(
+            x.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
+
+    def phases(self) -> int:
+        """One phase (all layers together), or one per layer for greedy training."""
+        return len(self.layers) if self.greedy else 1
+
+    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
+        """Greedy training: cache the inputs of layer ``phase`` for the whole training set, with
+        negatives drawn once (seeded), as mohammadpz and nebullvm do."""
+        self._phase = phase
+        self._cache = None
+        if not self.greedy:
+            return
+        gen = torch.Generator(device=x.device).manual_seed(self.config.train.seed + 7919)
+        xf = self.flat(x)
+        _, q_neg = self.sampler(y, self.num_classes, gen, None)
+        with torch.no_grad(), self._autocast(xf):
+            a_pos = self.encoder.embed_labels(xf, y)
+            a_neg = self.encoder.embed(xf, q_neg)
+            for layer in list(self.layers)[:phase]:
+                a_pos, a_neg = layer(a_pos), layer(a_neg)
+        self._cache = (a_pos, a_neg)
+
+    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        """After the last phase, train a probe in ``after`` mode on the frozen features."""
+        self._cache = None
+        r = self.config.readout
+        if self.probe is None or r.probe_mode != "after" or phase != self.phases() - 1:
+            return
+        feats = torch.cat([self.probe_features(xb) for xb in x.split(4096)])
+        bs = self.config.train.batch_size
+        for _ in range(r.probe_epochs):
+            perm = torch.randperm(feats.shape[0], generator=gen, device=feats.device)
+            for idx in perm.split(bs):
+                self._probe_step(feats[idx], y[idx])
+
+    def _probe_step(self, feats: Tensor, y: Tensor) -> Tensor:
+        assert self.probe is not None
+        loss = F.cross_entropy(self.probe(feats), y)
+        loss.backward()
+        self.optimizers[-1].step()
+        self.optimizers[-1].zero_grad(set_to_none=True)
+        self.schedulers[-1].step()
+        return loss.detach()
+
+    def _check_finite(self, losses: list[Tensor], step: int) -> None:
+        stacked = torch.stack([loss.detach().float() for loss in losses])
+        if not bool(torch.isfinite(stacked).all()):
+            from forwardforward.errors import TrainingDiverged
+
+            bad = int((~torch.isfinite(stacked)).nonzero()[0])
+            name = "probe" if bad >= len(self.layers) else f"layer {bad}"
+            raise TrainingDiverged(
+                f"loss of {name} is {stacked[bad].item()} at optimisation step {step}: "
+                "lower the learning rate or check the data"
+            )
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """One optimisation step on a batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)``.
+
+        Simultaneous: positives and negatives go through every layer as one stacked batch; each
+        layer's loss reaches only its own weights (inputs are detached), and every layer steps.
+        Greedy: only the current phase's layer steps, on its cached inputs (rows ``index``).
+        """
+        step = int(self.schedulers[0].last_epoch) if self.schedulers else 0
+        if self.greedy:
+            assert self._cache is not None, "begin_phase was not called"
+            a_pos, a_neg = self._cache[0][index], self._cache[1][index]
+            k = self._phase
+            with self._autocast(a_pos):
+                h = self.layers[k](torch.cat([a_pos, a_neg]))
+                loss = self.layer_loss(k, h[: len(a_pos)], h[len(a_pos) :])
+            self._check_finite([loss], step)
+            loss.backward()
+            self.optimizers[k].step()
+            self.optimizers[k].zero_grad(set_to_none=True)
+            self.schedulers[k].step()
+            return {f"loss{k}": loss.detach()}
+
+        xf = self.flat(x)
+        scores = self.label_scores(xf) if self.sampler.needs_scores else None
+        idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
+        b = xf.shape[0]
+        a = torch.cat([self.encoder.embed_labels(xf, y), self.encoder.embed(xf[idx], q_neg)])
+        losses: list[Tensor] = []
+        with self._autocast(a):
+            for i, layer in enumerate(self.layers):
+                a = layer(a)
+                losses.append(self.layer_loss(i, a[:b], a[b:]))
+        metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
+        total = torch.stack(losses).sum()
+        if self.probe is not None and self.config.readout.probe_mode == "joint":
+            probe_loss = F.cross_entropy(self.probe(self.probe_features(xf)), y)
+            losses.append(probe_loss)
+            total = total + probe_loss
+            metrics["probe"] = probe_loss.detach()
+        self._check_finite(losses, step)
+        total.backward()
+        for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        return metrics
+
+    # -- prediction ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        """Goodness of every candidate label, summed over ``layers``: ``(B, ...) -> (B, C)``.
+
+        All labels go through the net as one ``(B C)``-row batch. The first layer's product with
+        the image part is computed once and shared by the ``C`` labels: the label slots are
+        disjoint from the image, so ``W embed(x, c) = W base(x) + value(x) W patterns[c]`` and
+        the input norm is the same for every label.
+        """
+        layers = self.readout_layers if layers is None else layers
+        xf = self.flat(x)
+        enc = self.encoder
+        first = self.layers[0]
+        assert isinstance(first, FFLinear)
+        base, value, pat = enc.base(xf), enc.value(xf), enc.patterns.to(xf.dtype)
+        sum_sq = base.square().sum(1)[:, None] + value[:, None].square() * pat.square().sum(1)
+        scale = first.scale(sum_sq)  # (B, C)
+        with self._autocast(xf):
+            z_img = F.linear(base, first.weight)  # (B, H)
+            z_lab = F.linear(pat, first.weight)  # (C, H)
+            z = (z_img[:, None, :] + value[:, None, None] * z_lab[None]) * scale[..., None]
+            if first.bias is not None:
+                z = z + first.bias
+            h = first.act(z).flatten(0, 1)  # (B C, H)
+            total = torch.zeros(xf.shape[0] * self.num_classes, device=xf.device)
+            for i, layer in enumerate(self.layers):
+                if i > 0:
+                    h = layer(h)
+                if i in layers:
+                    total += self.goodness(h.float())
+        return total.view(xf.shape[0], self.num_classes)
+
+    @torch.no_grad()
+    def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        """The same as :meth:`label_scores`, one label at a time (a reference for tests)."""
+        layers = self.readout_layers if layers is None else layers
+        xf = self.flat(x)
+        out = []
+        for c in range(self.num_classes):
+            a = self.encoder.embed_labels(xf, torch.full_like(xf[:, 0], c, dtype=torch.long))
+            total = torch.zeros(xf.shape[0], device=xf.device)
+            for i, layer in enumerate(self.layers):
+                a = layer(a)
+                if i in layers:
+                    total += self.goodness(a)
+            out.append(total)
+        return torch.stack(out, dim=1)
+
+    @torch.no_grad()
+    def probe_features(self, x: Tensor) -> Tensor:
+        """Normalised, detached activities of the readout layers for the neutral (or all-zero)
+        label: ``(B, ...) -> (B, F)``."""
+        xf = self.flat(x)
+        r, m = self.config.readout, self.config.model
+        level = m.neutral_level if r.probe_input == "neutral" else 0.0
+        a = self.encoder.neutral(xf, level)
+        feats = []
+        with self._autocast(a):
+            for i, layer in enumerate(self.layers):
+                a = layer(a)
+                if i in self.readout_layers:
+                    feats.append(normalize(a.float(), m.norm if m.norm != "none" else "rms"))
+        return torch.cat(feats, dim=1)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels ``(B,)`` by the configured readout."""
+        if self.probe is not None:
+            logits: Tensor = self.probe(self.probe_features(x))
+            return logits.argmax(1)
+        scores = self.label_scores(x)
+        select = self.config.readout.select
+        if select == "auto":
+            select = "argmax" if self.config.model.maximize else "argmin"
+        return scores.argmax(1) if select == "argmax" else scores.argmin(1)

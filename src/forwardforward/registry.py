@@ -1,0 +1,36 @@
+"""Name -> piece registries, so that a TOML preset can pick any piece by name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Generic, TypeVar
+
+from forwardforward.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """A read-only mapping from names to pieces whose lookup error lists the accepted names.
+
+    >>> r = Registry("loss", {"a": 1})
+    >>> r["a"]
+    1
+    """
+
+    def __init__(self, kind: str, items: Mapping[str, T]) -> None:
+        self.kind = kind
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            choices = ", ".join(sorted(self._items))
+            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {choices}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)

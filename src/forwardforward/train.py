@@ -1,0 +1,324 @@
+"""The training loop: phases, epochs, evaluation, checkpoints, exact resume.
+
+It reads top to bottom: load the data onto the device, build the network, then for every phase
+and epoch shuffle (with the run's own generator), step on every batch, evaluate, write one JSON
+line of metrics and an atomic checkpoint. A resumed run restores weights, optimiser, scheduler
+and generator state and continues with the next epoch, so it ends bit-identical (on CPU) to a run
+that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from forwardforward.checkpoint import atomic_write_text, load_into, read_checkpoint, save_checkpoint
+from forwardforward.config import RunConfig, from_dict, to_dict, validate
+from forwardforward.data.synthetic import synthetic_dataset
+from forwardforward.data.vision import Split, VisionDataset, load_dataset
+from forwardforward.errors import CheckpointError, ConfigError
+from forwardforward.nets.backprop import BackpropNet
+from forwardforward.nets.base import Trainable
+from forwardforward.nets.feedforward import FFNet
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+RESULTS = "results.json"
+KILL_ENV = "FORWARDFORWARD_KILL_AT_STEP"
+"""Testing hook: ``STEP:SIGNAL`` makes the run send itself SIGNAL (e.g. ``KILL``, ``INT``) after
+optimisation step STEP, to test resume after a real kill."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device = 'cuda' but torch sees no CUDA device; use 'cpu'")
+    return torch.device(name)
+
+
+def load_data(
+    config: RunConfig, data_dir: str | Path | None, device: torch.device
+) -> VisionDataset:
+    """The run's dataset, on ``device``."""
+    d = config.data
+    if d.dataset == "synthetic":
+        return synthetic_dataset(val_fraction=d.val_fraction, seed=config.train.seed, device=device)
+    return load_dataset(
+        d.dataset,
+        data_dir=data_dir,
+        device=device,
+        val_fraction=d.val_fraction,
+        fraction=d.fraction,
+        seed=config.train.seed,
+    )
+
+
+def build_net(
+    config: RunConfig, in_shape: tuple[int, ...], num_classes: int, backprop: bool = False
+) -> Trainable:
+    """The network a configuration describes (or its backprop twin)."""
+    if backprop:
+        return BackpropNet(config, in_shape, num_classes)
+    return FFNet(config, in_shape, num_classes)
+
+
+@torch.no_grad()
+def accuracy(net: Trainable, split: Split, batch_size: int = 1000) -> float:
+    """Fraction of ``split`` that ``net`` labels correctly."""
+    assert isinstance(net, nn.Module)
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for xb, yb in zip(split.images.split(batch_size), split.labels.split(batch_size), strict=True):
+        correct += int((net.predict(xb) == yb).sum())
+    net.train(was_training)
+    return correct / max(len(split), 1)
+
+
+@dataclass
+class Trainer:
+    """Trains one run. ``out_dir`` receives config, metrics, checkpoint and results.
+
+    Args:
+        config: the run configuration.
+        out_dir: run folder (``None``: nothing is written, no checkpoint).
+        data_dir: the data directory (else ``$FORWARDFORWARD_DATA``, else the user cache).
+        backprop: train the backprop twin instead of the FF net.
+        progress: show progress bars.
+        dataset: an already loaded dataset (skips loading; used by tests and the API).
+    """
+
+    config: RunConfig
+    out_dir: Path | None = None
+    data_dir: str | Path | None = None
+    backprop: bool = False
+    progress: bool = True
+    dataset: VisionDataset | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        validate(self.config)
+        t = self.config.train
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        self.device = resolve_device(t.device)
+        torch.manual_seed(t.seed)
+        self.start = time.perf_counter()
+        if self.dataset is None:
+            self.dataset = load_data(self.config, self.data_dir, self.device)
+        else:
+            self.dataset = self.dataset.to(self.device)
+        self.data_seconds = time.perf_counter() - self.start
+        ds = self.dataset
+        self.net = build_net(self.config, ds.image_shape, ds.num_classes, self.backprop)
+        assert isinstance(self.net, nn.Module)
+        self.net.to(self.device)
+        self.epochs = self.config.baseline.epochs or t.epochs if self.backprop else t.epochs
+        self.steps_per_epoch = math.ceil(len(ds.train) / t.batch_size)
+        self.net.configure(t, self.steps_per_epoch)
+        self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
+        self.step = 0
+        self.next_phase, self.next_epoch = 0, 0
+        self._kill = _parse_kill(os.environ.get(KILL_ENV, ""))
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> str:
+        return "backprop" if self.backprop else "ff"
+
+    def _write_config(self) -> None:
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            meta = {"kind": self.kind, "config": to_dict(self.config)}
+            atomic_write_text(self.out_dir / CONFIG, json.dumps(meta, indent=2) + "\n")
+
+    def _save(self) -> None:
+        if self.out_dir is None:
+            return
+        assert isinstance(self.net, nn.Module)
+        save_checkpoint(
+            self.out_dir / CHECKPOINT,
+            self.net,
+            config={"kind": self.kind, "config": to_dict(self.config)},
+            optim=self.net.optim_state_dict(),
+            trainer={
+                "phase": self.next_phase,
+                "epoch": self.next_epoch,
+                "step": self.step,
+                "generator": self.gen.get_state(),
+                "history": json.dumps(self.history),
+            },
+        )
+
+    def resume(self) -> None:
+        """Continue from the checkpoint in ``out_dir``."""
+        if self.out_dir is None:
+            raise CheckpointError("resume needs a run folder")
+        payload = read_checkpoint(self.out_dir / CHECKPOINT, self.device)
+        saved = payload["config"]
+        if saved.get("kind") != self.kind:
+            raise CheckpointError(
+                f"{self.out_dir / CHECKPOINT}: holds a {saved.get('kind')} run, not {self.kind}"
+            )
+        assert isinstance(self.net, nn.Module)
+        load_into(self.net, payload, self.out_dir / CHECKPOINT)
+        self.net.load_optim_state_dict(payload["optim"])
+        tr = payload["trainer"]
+        self.next_phase, self.next_epoch, self.step = tr["phase"], tr["epoch"], tr["step"]
+        self.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
+        self.history = json.loads(tr["history"])
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def eval_split(self) -> tuple[str, Split]:
+        ds = self.dataset
+        assert ds is not None
+        if self.config.data.eval_split == "val" and ds.val is not None:
+            return "val", ds.val
+        return "test", ds.test
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the end (from wherever a resume left off); returns the final results."""
+        from tqdm import tqdm
+
+        ds = self.dataset
+        assert ds is not None and isinstance(self.net, nn.Module)
+        self._write_config()
+        x, y = ds.train.images, ds.train.labels
+        t = self.config.train
+        self.net.train()
+        split_name, split = self.eval_split()
+        for phase in range(self.next_phase, self.net.phases()):
+            self.net.begin_phase(phase, x, y)
+            first_epoch = self.next_epoch if phase == self.next_phase else 0
+            for epoch in range(first_epoch, self.epochs):
+                tic = time.perf_counter()
+                sums: dict[str, Tensor] = {}
+                perm = torch.randperm(len(y), generator=self.gen, device=self.device)
+                bar = tqdm(
+                    perm.split(t.batch_size),
+                    desc=self._desc(phase, epoch),
+                    disable=not self.progress,
+                    leave=False,
+                    file=sys.stderr,
+                )
+                for i, idx in enumerate(bar):
+                    metrics = self.net.train_step(x[idx], y[idx], idx, self.gen)
+                    self.step += 1
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0) + v
+                    if self._kill and self.step == self._kill[0]:
+                        os.kill(os.getpid(), self._kill[1])
+                    if self.progress and i % 20 == 0:
+                        bar.set_postfix({k: f"{float(v):.4f}" for k, v in metrics.items()})
+                bar.close()
+                last = epoch == self.epochs - 1
+                if last:
+                    self.net.end_phase(phase, x, y, self.gen)
+                record: dict[str, Any] = {
+                    "phase": phase,
+                    "epoch": epoch + 1,
+                    "step": self.step,
+                    "epoch_seconds": round(time.perf_counter() - tic, 3),
+                    **{k: float(v) / (i + 1) for k, v in sums.items()},
+                }
+                if (epoch + 1) % t.eval_every == 0 or last:
+                    record[f"{split_name}_acc"] = accuracy(self.net, split, t.eval_batch_size)
+                record["elapsed_seconds"] = round(time.perf_counter() - self.start, 3)
+                self.history.append(record)
+                self._log(record)
+                self.next_phase, self.next_epoch = (phase + 1, 0) if last else (phase, epoch + 1)
+                self._save()
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluation on every split; written to ``results.json``."""
+        ds = self.dataset
+        assert ds is not None
+        bs = self.config.train.eval_batch_size
+        tic = time.perf_counter()
+        results: dict[str, Any] = {
+            "preset": self.config.name,
+            "kind": self.kind,
+            "dataset": ds.name,
+            "test_acc": accuracy(self.net, ds.test, bs),
+        }
+        results["test_error_pct"] = round(100 * (1 - results["test_acc"]), 3)
+        results["test_eval_seconds"] = round(time.perf_counter() - tic, 3)
+        if ds.val is not None:
+            results["val_acc"] = accuracy(self.net, ds.val, bs)
+        results["train_acc"] = accuracy(
+            self.net, ds.train.subset(torch.arange(min(len(ds.train), 10000))), bs
+        )
+        results["epochs"] = self.epochs
+        results["wall_seconds"] = round(time.perf_counter() - self.start, 2)
+        results["data_seconds"] = round(self.data_seconds, 3)
+        results["device"] = str(self.device)
+        results["threads"] = torch.get_num_threads()
+        if self.out_dir is not None:
+            atomic_write_text(self.out_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+        return results
+
+    def _desc(self, phase: int, epoch: int) -> str:
+        prefix = f"layer {phase} " if self.net.phases() > 1 else ""
+        return f"{self.kind} {prefix}epoch {epoch + 1}/{self.epochs}"
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.out_dir is not None:
+            with open(self.out_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        if self.progress:
+            shown = {k: v for k, v in record.items() if k.endswith("acc") or k == "epoch_seconds"}
+            head = self._desc(record["phase"], record["epoch"] - 1)
+            print(
+                f"{head}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), file=sys.stderr
+            )
+
+
+def _parse_kill(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    step, _, sig = text.partition(":")
+    return int(step), int(getattr(signal, "SIG" + (sig or "KILL")))
+
+
+def load_run(
+    run_dir: Path, device: str = "cpu"
+) -> tuple[RunConfig, str, Trainable, dict[str, Any]]:
+    """A finished or interrupted run: its configuration, kind, network with weights, trainer state.
+
+    The dataset is not loaded; the network is built from the saved configuration.
+    """
+    payload = read_checkpoint(run_dir / CHECKPOINT, device)
+    saved = payload["config"]
+    try:
+        config = from_dict(RunConfig, saved["config"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{run_dir / CHECKPOINT}: no valid configuration ({exc})") from None
+    from forwardforward.data.catalog import dataset_spec
+
+    if config.data.dataset == "synthetic":
+        in_shape: tuple[int, ...] = (1, 28, 28)
+        num_classes = 10
+    else:
+        spec = dataset_spec(config.data.dataset)
+        in_shape, num_classes = spec.image_shape, spec.num_classes
+    net = build_net(config, in_shape, num_classes, saved.get("kind") == "backprop")
+    assert isinstance(net, nn.Module)
+    load_into(net, payload, run_dir / CHECKPOINT)
+    net.to(device).eval()
+    return config, saved.get("kind", "ff"), net, payload["trainer"]
