@@ -1,0 +1,223 @@
+"""The ``ff`` command: data, presets, training, evaluation.
+
+ff data list | verify | fetch
+ff presets
+ff show PRESET [--set key=value ...]
+ff train PRESET [--set key=value ...] [--out RUN_DIR] [--backprop]
+ff train --resume RUN_DIR
+ff eval RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from forwardforward.errors import FFError
+
+
+def _add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir",
+        help="data directory (default: $FORWARDFORWARD_DATA, else ~/.cache/forwardforward)",
+    )
+
+
+def _cmd_data_list(args: argparse.Namespace) -> int:
+    from forwardforward.data import CATALOG, resolve_data_dir
+
+    root = resolve_data_dir(args.data_dir)
+    print(f"data directory: {root}")
+    for name, spec in CATALOG.items():
+        present = sum((root / spec.folder / f.name).is_file() for f in spec.files.values())
+        print(
+            f"  {name:<14} {spec.num_classes} classes, images {spec.image_shape}, "
+            f"{present}/{len(spec.files)} files present in {root / spec.folder}"
+        )
+    return 0
+
+
+def _cmd_data_verify(args: argparse.Namespace) -> int:
+    from forwardforward.data import CATALOG, dataset_spec, resolve_data_dir, verify_dataset
+
+    root = resolve_data_dir(args.data_dir)
+    names = [dataset_spec(n).name for n in args.names] if args.names else list(CATALOG)
+    bad = 0
+    print(f"data directory: {root}")
+    for name in names:
+        reports = verify_dataset(name, root)
+        if not args.names and all(r.status == "missing" for r in reports):
+            print(f"  {name}: not present")
+            continue
+        for r in reports:
+            detail = f" ({r.detail})" if r.detail and r.status != "verified" else ""
+            print(f"  {r.status:<8} {name}/{r.file}{detail}")
+            if r.status == "corrupt" or (args.names and r.status == "missing"):
+                bad += 1
+    if bad:
+        print(f"{bad} file(s) failed verification", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from forwardforward.data import fetch_dataset
+
+    for name in args.names:
+        paths = fetch_dataset(name, args.data_dir, timeout=args.timeout, progress=not args.quiet)
+        for p in paths:
+            print(f"verified {p}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from forwardforward.config import load_preset, preset_names
+
+    for name in preset_names():
+        cfg = load_preset(name)
+        print(f"{name:<24} {cfg.description}")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from forwardforward.config import load_preset, to_dict
+
+    print(json.dumps(to_dict(load_preset(args.preset, args.set)), indent=2))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from forwardforward.config import RunConfig, from_dict, load_preset
+    from forwardforward.train import CONFIG, Trainer
+
+    if args.resume:
+        out = Path(args.resume)
+        if args.preset or args.set:
+            raise FFError("--resume continues a run exactly as it was: give no preset or --set")
+        meta = json.loads((out / CONFIG).read_text()) if (out / CONFIG).is_file() else None
+        if meta is None:
+            raise FFError(f"{out}: not a run folder (no {CONFIG})")
+        config = from_dict(RunConfig, meta["config"])
+        backprop = meta["kind"] == "backprop"
+    else:
+        if not args.preset:
+            raise FFError("give a preset name (see `ff presets`) or --resume RUN_DIR")
+        config = load_preset(args.preset, args.set)
+        backprop = args.backprop
+        suffix = "-backprop" if backprop else ""
+        out = Path(args.out or f"runs/{config.name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    trainer = Trainer(
+        config, out_dir=out, data_dir=args.data_dir, backprop=backprop, progress=not args.quiet
+    )
+    if args.resume:
+        trainer.resume()
+    try:
+        results = trainer.fit()
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted; the last checkpoint is kept. Continue with: ff train --resume {out}",
+            file=sys.stderr,
+        )
+        return 130
+    print(json.dumps(results, indent=2))
+    print(f"run folder: {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from forwardforward.train import accuracy, load_data, load_run, resolve_device
+
+    device = resolve_device(args.device)
+    config, kind, net, _ = load_run(Path(args.run_dir), str(device))
+    ds = load_data(config, args.data_dir, device)
+    split = {"test": ds.test, "val": ds.val, "train": ds.train}[args.split]
+    if split is None:
+        raise FFError(f"the run has no {args.split} split (data.val_fraction = 0)")
+    tic = time.perf_counter()
+    acc = accuracy(net, split, config.train.eval_batch_size)
+    result = {
+        "run": str(args.run_dir),
+        "kind": kind,
+        "split": args.split,
+        "accuracy": acc,
+        "error_pct": round(100 * (1 - acc), 3),
+        "examples": len(split),
+        "seconds": round(time.perf_counter() - tic, 3),
+    }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ff", description="Forward-Forward training for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = sub.add_parser("data", help="list, verify and fetch datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser("list", help="the catalog and what is present")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_data_list)
+    p = data_sub.add_parser(
+        "verify", help="check present files' sizes and sha256 against the catalog"
+    )
+    p.add_argument("names", nargs="*", help="datasets (default: every present one)")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_data_verify)
+    p = data_sub.add_parser("fetch", help="download missing files from the mirrors, verified")
+    p.add_argument("names", nargs="+", help="datasets, e.g. mnist fashion_mnist")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds per connection")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_data_fetch)
+
+    p = sub.add_parser("presets", help="list the bundled presets")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("show", help="print a preset's resolved configuration")
+    p.add_argument("preset")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("train", help="train a preset; writes a run folder")
+    p.add_argument("preset", nargs="?", help="preset name or path to a .toml file")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an option, e.g. --set train.epochs=5 (repeatable)",
+    )
+    p.add_argument("--out", help="run folder (default: runs/PRESET-TIMESTAMP)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--backprop", action="store_true", help="train the backprop twin instead")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy of a saved run")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_eval)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``ff``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except FFError as exc:
+        print(f"ff: error: {exc}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
