@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +73,24 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # torch raises many types for refused or damaged files
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(
             f"{path}: not a readable forwardforward checkpoint (refused or corrupt: {first})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a forwardforward checkpoint (format {FORMAT} expected)")
-    payload["config"] = json.loads(payload["config"])
-    payload["fingerprint"] = json.loads(payload["fingerprint"])
+    try:
+        payload["config"] = json.loads(payload["config"])
+        payload["fingerprint"] = json.loads(payload["fingerprint"])
+        if not isinstance(payload["config"], dict) or not isinstance(payload["model"], dict):
+            raise TypeError("config and model must be tables")
+        for key in ("optim", "trainer"):
+            if not isinstance(payload.get(key), dict):
+                raise TypeError(f"{key} must be a table")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: damaged forwardforward checkpoint ({exc})") from None
     return payload
 
 

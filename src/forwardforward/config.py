@@ -8,6 +8,7 @@ error that names the key and the accepted ones, never a silently ignored setting
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 from dataclasses import dataclass, field
@@ -70,6 +71,12 @@ class NegativesConfig:
     """How negative data is made."""
 
     kind: str = "random_wrong"
+    scores: str = "goodness"
+    """What hard negatives sample from: ``goodness`` (every label tried, Hinton's code) or
+    ``probe`` (the linear probe's softmax on the neutral input, as RecurrentForwardForward's
+    classifier-sampled negatives; almost free when the probe trains jointly)."""
+    temperature: float = 1.0
+    """Hard negatives: the scores are divided by this before the softmax."""
 
 
 @dataclass
@@ -218,11 +225,15 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form key=value")
     key, raw = text.split("=", 1)
-    key = key.strip()
+    key, raw = key.strip(), raw.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has no key")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw  # a bare word is a string: --set model.loss=symba
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"override {text!r}: unreadable value ({type(exc).__name__})") from None
     return key.split("."), value
 
 
@@ -327,7 +338,7 @@ def validate(config: RunConfig) -> None:
         _choice(f"{key}.schedule", optim.schedule, SCHEDULES)
         if len(optim.betas) != 2:
             raise ConfigError(f"{key}.betas must be two numbers, got {optim.betas}")
-        if optim.lr <= 0:
+        if not optim.lr > 0 or not math.isfinite(optim.lr):
             raise ConfigError(f"{key}.lr must be positive, got {optim.lr}")
     _choice("train.schedule", t.schedule, ("simultaneous", "greedy"))
     _choice("train.precision", t.precision, ("fp32", "bf16"))
@@ -339,10 +350,19 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")
     if not 0 < config.data.fraction <= 1 or not 0 <= config.data.val_fraction < 1:
         raise ConfigError("data.fraction must be in (0, 1] and data.val_fraction in [0, 1)")
+    _choice("negatives.scores", config.negatives.scores, ("goodness", "probe"))
+    if config.negatives.scores == "probe" and r.kind != "probe":
+        raise ConfigError("negatives.scores = 'probe' needs readout.kind = 'probe'")
+    if config.negatives.temperature <= 0:
+        raise ConfigError("negatives.temperature must be positive")
     if t.schedule == "greedy" and config.negatives.kind == "hard":
         raise ConfigError(
             "greedy training caches its negatives once: hard negatives need the "
             "simultaneous schedule"
+        )
+    if t.schedule == "greedy" and r.kind == "probe" and r.probe_mode == "joint":
+        raise ConfigError(
+            "greedy training trains a probe afterwards: set readout.probe_mode = 'after'"
         )
 
 

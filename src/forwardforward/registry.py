@@ -29,6 +29,12 @@ class Registry(Mapping[str, T], Generic[T]):
             choices = ", ".join(sorted(self._items))
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {choices}") from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def get(self, name: str, default: T | None = None) -> T | None:  # type: ignore[override]
+        return self._items.get(name, default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
 

@@ -55,7 +55,12 @@ def load_data(
     """The run's dataset, on ``device``."""
     d = config.data
     if d.dataset == "synthetic":
-        return synthetic_dataset(val_fraction=d.val_fraction, seed=config.train.seed, device=device)
+        return synthetic_dataset(
+            n_train=max(round(2000 * d.fraction), 10),
+            val_fraction=d.val_fraction,
+            seed=config.train.seed,
+            device=device,
+        )
     return load_dataset(
         d.dataset,
         data_dir=data_dir,

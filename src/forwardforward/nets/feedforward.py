@@ -13,7 +13,7 @@ from forwardforward.goodness import GOODNESS, signed
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
 from forwardforward.layers import FFLinear, normalize
 from forwardforward.losses import LOSSES
-from forwardforward.negatives import NEGATIVES
+from forwardforward.negatives import NEGATIVES, Hard
 from forwardforward.nets.base import (
     OwnsOptimizers,
     lr_lambda,
@@ -68,6 +68,8 @@ class FFNet(OwnsOptimizers, nn.Module):
         self.goodness = GOODNESS[m.goodness]
         self.loss_fn = LOSSES[m.loss]
         self.sampler = NEGATIVES[config.negatives.kind]
+        if isinstance(self.sampler, Hard):
+            self.sampler = Hard(temperature=config.negatives.temperature)
         self.thetas = [self._theta(w) for w in m.layers]
         r = config.readout
         self.readout_layers = list(r.layers) or list(range(len(m.layers)))
@@ -160,13 +162,14 @@ class FFNet(OwnsOptimizers, nn.Module):
             return
         gen = torch.Generator(device=x.device).manual_seed(self.config.train.seed + 7919)
         xf = self.flat(x)
-        _, q_neg = self.sampler(y, self.num_classes, gen, None)
+        idx, q_neg = self.sampler(y, self.num_classes, gen, None)
         with torch.no_grad(), self._autocast(xf):
             a_pos = self.encoder.embed_labels(xf, y)
-            a_neg = self.encoder.embed(xf, q_neg)
+            a_neg = self.encoder.embed(xf[idx], q_neg)
             for layer in list(self.layers)[:phase]:
                 a_pos, a_neg = layer(a_pos), layer(a_neg)
-        self._cache = (a_pos, a_neg)
+        # negatives come as K blocks of N (K = 1 but for all_wrong): keep them as (K, N, D)
+        self._cache = (a_pos, a_neg.view(-1, *a_pos.shape))
 
     def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
         """After the last phase, train a probe in ``after`` mode on the frozen features."""
@@ -190,15 +193,16 @@ class FFNet(OwnsOptimizers, nn.Module):
         self.schedulers[-1].step()
         return loss.detach()
 
-    def _check_finite(self, losses: list[Tensor], step: int) -> None:
+    def _check_finite(self, losses: list[Tensor], step: int, first: int = 0) -> None:
         stacked = torch.stack([loss.detach().float() for loss in losses])
         if not bool(torch.isfinite(stacked).all()):
             from forwardforward.errors import TrainingDiverged
 
-            bad = int((~torch.isfinite(stacked)).nonzero()[0])
+            pos = int((~torch.isfinite(stacked)).nonzero()[0])
+            bad = pos + first
             name = "probe" if bad >= len(self.layers) else f"layer {bad}"
             raise TrainingDiverged(
-                f"loss of {name} is {stacked[bad].item()} at optimisation step {step}: "
+                f"loss of {name} is {stacked[pos].item()} at optimisation step {step}: "
                 "lower the learning rate or check the data"
             )
 
@@ -211,15 +215,19 @@ class FFNet(OwnsOptimizers, nn.Module):
         layer's loss reaches only its own weights (inputs are detached), and every layer steps.
         Greedy: only the current phase's layer steps, on its cached inputs (rows ``index``).
         """
-        step = int(self.schedulers[0].last_epoch) if self.schedulers else 0
+        # optimisation steps so far (greedy: the layers' phases one after the other)
+        n_layers = len(self.layers)
+        step = sum(int(s.last_epoch) for s in self.schedulers[:n_layers]) if self.greedy else 0
+        if not self.greedy and self.schedulers:
+            step = int(self.schedulers[0].last_epoch)
         if self.greedy:
             assert self._cache is not None, "begin_phase was not called"
-            a_pos, a_neg = self._cache[0][index], self._cache[1][index]
+            a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
             k = self._phase
             with self._autocast(a_pos):
                 h = self.layers[k](torch.cat([a_pos, a_neg]))
                 loss = self.layer_loss(k, h[: len(a_pos)], h[len(a_pos) :])
-            self._check_finite([loss], step)
+            self._check_finite([loss], step, first=k)
             loss.backward()
             self.optimizers[k].step()
             self.optimizers[k].zero_grad(set_to_none=True)
@@ -227,7 +235,18 @@ class FFNet(OwnsOptimizers, nn.Module):
             return {f"loss{k}": loss.detach()}
 
         xf = self.flat(x)
-        scores = self.label_scores(xf) if self.sampler.needs_scores else None
+        r = self.config.readout
+        feats = None
+        if self.probe is not None and (r.probe_mode == "joint" or self.sampler.needs_scores):
+            feats = self.probe_features(xf)
+        scores = None
+        if self.sampler.needs_scores:
+            if self.config.negatives.scores == "probe":
+                assert self.probe is not None and feats is not None
+                scores = self.probe(feats).detach()
+            else:
+                scores = self.label_scores(xf)
+                scores = scores if self.config.model.maximize else -scores
         idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
         b = xf.shape[0]
         a = torch.cat([self.encoder.embed_labels(xf, y), self.encoder.embed(xf[idx], q_neg)])
@@ -238,14 +257,16 @@ class FFNet(OwnsOptimizers, nn.Module):
                 losses.append(self.layer_loss(i, a[:b], a[b:]))
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
         total = torch.stack(losses).sum()
-        if self.probe is not None and self.config.readout.probe_mode == "joint":
-            probe_loss = F.cross_entropy(self.probe(self.probe_features(xf)), y)
+        if self.probe is not None and r.probe_mode == "joint":
+            assert feats is not None
+            probe_loss = F.cross_entropy(self.probe(feats), y)
             losses.append(probe_loss)
             total = total + probe_loss
             metrics["probe"] = probe_loss.detach()
         self._check_finite(losses, step)
         total.backward()
-        for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
+        stepping = len(self.layers) + (1 if "probe" in metrics else 0)
+        for opt, sched in zip(self.optimizers[:stepping], self.schedulers[:stepping], strict=True):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()

@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny synthetic run description (a TOML file and its RunConfig)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from forwardforward.config import RunConfig, load_preset
+
+# The test machine is small and shared: torch's default intra-op thread pool makes the tiny
+# matrix products of these tests ~30x slower under load. One thread keeps every test fast (runs
+# also set train.threads = 1, so in-process and subprocess runs compute identically).
+torch.set_num_threads(1)
+
+# A run small enough for a test: the built-in synthetic dataset (2000 train images, no files),
+# two tiny layers, batch 50 -> 40 optimisation steps per epoch, 3 epochs. It keeps state that an
+# exact resume must restore: SGD momentum, a cooldown schedule, peer-normalisation running means
+# and a jointly trained probe.
+TINY_TOML = """\
+name = "tiny"
+description = "a tiny synthetic run for tests"
+
+[data]
+dataset = "synthetic"
+
+[model]
+layers = [32, 16]
+norm = "rms"
+activation = "relu_st"
+init = "normal_fan_out"
+peer_weight = 0.03
+label = "overwrite"
+
+[negatives]
+kind = "random_wrong"
+
+[readout]
+kind = "probe"
+probe_mode = "joint"
+
+[optim]
+name = "sgd"
+lr = 0.001
+momentum = 0.9
+weight_decay = 0.0003
+schedule = "cooldown"
+
+[train]
+epochs = 3
+batch_size = 50
+eval_batch_size = 500
+seed = 3
+device = "cpu"
+threads = 1
+
+[baseline.optim]
+name = "adam"
+lr = 0.001
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_toml(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path of a TOML file holding :data:`TINY_TOML` (a preset given by path), in a folder of
+    its own so that it never shows up in a test's ``tmp_path``."""
+    path = tmp_path_factory.mktemp("preset") / "tiny.toml"
+    path.write_text(TINY_TOML)
+    return path
+
+
+@pytest.fixture
+def tiny_config(tiny_toml: Path) -> Callable[..., RunConfig]:
+    """``make(*overrides)`` -> the tiny run's :class:`RunConfig` with ``key=value`` overrides."""
+
+    def make(*overrides: str) -> RunConfig:
+        return load_preset(str(tiny_toml), list(overrides))
+
+    return make

@@ -1,0 +1,348 @@
+"""FFNet: the batched try-all-labels readout, prediction, the probe, module plumbing, greedy
+training and divergence."""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from forwardforward.config import RunConfig
+from forwardforward.errors import ConfigError, TrainingDiverged
+from forwardforward.layers import normalize
+from forwardforward.nets.feedforward import FFNet
+
+IN_SHAPE = (1, 6, 6)  # D = 36; top_row labels use the 6-pixel top row
+C = 4
+
+
+def _data(n: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, *IN_SHAPE, generator=g) * 255).round().to(torch.uint8)
+    y = torch.randint(0, C, (n,), generator=g)
+    return x, y
+
+
+def _net(tiny_config: Callable[..., RunConfig], *overrides: str, seed: int = 0) -> FFNet:
+    config = tiny_config("model.layers=[16, 8, 6]", *overrides)
+    torch.manual_seed(seed)
+    net = FFNet(config, IN_SHAPE, C)
+    net.configure(config.train, steps_per_epoch=10)
+    return net
+
+
+def _train_briefly(net: FFNet, steps: int = 5) -> None:
+    gen = torch.Generator().manual_seed(0)
+    for s in range(steps):
+        x, y = _data(seed=100 + s)
+        net.train_step(x, y, torch.arange(len(y)), gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched readout == naive per-label loop
+
+
+@pytest.mark.parametrize("label", ["overwrite", "top_row", "concat"])
+@pytest.mark.parametrize("norm", ["rms", "l2", "none"])
+@pytest.mark.parametrize("value", ["one", "max"])
+@pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
+def test_label_scores_equal_the_naive_loop(
+    tiny_config, label: str, norm: str, value: str, trained: bool
+) -> None:
+    net = _net(
+        tiny_config,
+        f"model.label={label}",
+        f"model.norm={norm}",
+        f"model.label_value={value}",
+        "optim.name=adam",
+        "optim.lr=0.01",
+    )
+    if trained:
+        _train_briefly(net)
+    net.eval()
+    x, _ = _data(n=9, seed=3)
+    fast = net.label_scores(x)
+    naive = net.label_scores_naive(x)
+    assert fast.shape == (9, C)
+    torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-5)
+    for layers in ([0], [1, 2], [2]):
+        torch.testing.assert_close(
+            net.label_scores(x, layers), net.label_scores_naive(x, layers), rtol=1e-4, atol=1e-5
+        )
+
+
+@pytest.mark.parametrize("activation", ["relu_st", "gelu", "silu", "leaky_relu"])
+def test_label_scores_equal_the_naive_loop_other_activations(tiny_config, activation: str) -> None:
+    net = _net(tiny_config, f"model.activation={activation}", "model.bias=false")
+    x, _ = _data(n=5, seed=4)
+    torch.testing.assert_close(net.label_scores(x), net.label_scores_naive(x), rtol=1e-4, atol=1e-5)
+
+
+def test_label_scores_are_the_goodness_of_each_labelled_input(tiny_config) -> None:
+    """Independent of both implementations: score[b, c] is the summed goodness of image b with
+    label c, pushed through the layers one by one."""
+    net = _net(tiny_config, "model.goodness=mean_squares")
+    x, _ = _data(n=3, seed=5)
+    xf = net.flat(x)
+    scores = net.label_scores(x)
+    for c in range(C):
+        a = net.encoder.embed_labels(xf, torch.full((3,), c))
+        total = torch.zeros(3)
+        for layer in net.layers:
+            a = layer(a)
+            total += a.square().mean(1)
+        torch.testing.assert_close(scores[:, c], total, rtol=1e-4, atol=1e-6)
+
+
+def test_flat_scales_uint8_and_keeps_floats(tiny_config) -> None:
+    net = _net(tiny_config)
+    x8 = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
+    torch.testing.assert_close(net.flat(x8), torch.tensor([[0.0, 1.0, 0.2, 0.4]]))
+    xf = torch.rand(2, 1, 6, 6)
+    assert torch.equal(net.flat(xf), xf.reshape(2, 36))
+
+
+# ---------------------------------------------------------------------------------------------
+# predict
+
+
+@pytest.mark.parametrize(
+    ("select", "maximize", "expect"),
+    [
+        ("argmax", True, "argmax"),
+        ("argmin", True, "argmin"),
+        ("auto", True, "argmax"),
+        ("auto", False, "argmin"),
+        ("argmax", False, "argmax"),
+    ],
+)
+def test_predict_select(tiny_config, select: str, maximize: bool, expect: str) -> None:
+    net = _net(
+        tiny_config,
+        "readout.kind=goodness",
+        f"readout.select={select}",
+        f"model.maximize={str(maximize).lower()}",
+    )
+    net.eval()
+    x, _ = _data(n=40, seed=6)
+    scores = net.label_scores(x)
+    assert not torch.equal(scores.argmax(1), scores.argmin(1))
+    want = scores.argmax(1) if expect == "argmax" else scores.argmin(1)
+    assert torch.equal(net.predict(x), want)
+
+
+def test_probe_readout_predicts_from_probe_features(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe", "readout.layers=[1, 2]")
+    net.eval()
+    assert net.probe is not None
+    assert net.probe.weight.shape == (C, 8 + 6)  # the widths of readout layers 1 and 2
+    x, _ = _data(n=20, seed=7)
+
+    def boom(*args: object, **kwargs: object) -> torch.Tensor:
+        raise AssertionError("the probe readout must not try every label")
+
+    net.label_scores = boom  # type: ignore[method-assign]
+    feats = net.probe_features(x)
+    assert feats.shape == (20, 14)
+    with torch.no_grad():
+        net.probe.weight.zero_()
+        net.probe.weight[2] = 1.0  # features are non-negative: class 2 wins wherever any is on
+    assert (feats.sum(1) > 0).all()
+    assert net.predict(x).tolist() == [2] * 20
+    with torch.no_grad():
+        net.probe.weight.normal_()
+    assert torch.equal(net.predict(x), (feats @ net.probe.weight.T).argmax(1))
+
+
+def test_probe_features_use_the_neutral_label(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe", "model.neutral_level=0.25")
+    x, _ = _data(n=4, seed=8)
+    xf = net.flat(x)
+    a = net.encoder.neutral(xf, 0.25)
+    expected = []
+    for layer in net.layers:
+        a = layer(a)
+        expected.append(normalize(a, "rms"))
+    torch.testing.assert_close(net.probe_features(x), torch.cat(expected, 1))
+
+
+def test_probe_features_zero_input(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe", "readout.probe_input=zero", "readout.layers=[0]")
+    x, _ = _data(n=4, seed=8)
+    a = net.encoder.embed(net.flat(x), torch.zeros(4, C))
+    torch.testing.assert_close(net.probe_features(x), normalize(net.layers[0](a), "rms"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Module plumbing
+
+
+def test_state_dict_holds_every_layer_and_the_probe(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe")
+    keys = set(net.state_dict())
+    for i in range(3):
+        for p in ("weight", "bias", "running_mean"):
+            assert f"layers.{i}.{p}" in keys
+    assert "probe.weight" in keys
+    plain = _net(tiny_config, "readout.kind=goodness")
+    assert not any(k.startswith("probe") for k in plain.state_dict())
+
+
+def test_parameters_and_to_see_every_layer(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe")
+    params = {id(p) for p in net.parameters()}
+    for layer in net.layers:
+        assert id(layer.weight) in params and id(layer.bias) in params
+    assert net.probe is not None and id(net.probe.weight) in params
+    assert len(params) == 3 * 2 + 1
+    net.to(torch.float64)
+    for layer in net.layers:
+        assert layer.weight.dtype == torch.float64
+        assert layer.running_mean.dtype == torch.float64
+    assert net.probe.weight.dtype == torch.float64
+
+
+def test_one_optimizer_per_layer_plus_probe(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe")
+    assert len(net.optimizers) == len(net.schedulers) == 4
+    for layer, opt in zip(net.layers, net.optimizers, strict=False):
+        owned = {id(p) for group in opt.param_groups for p in group["params"]}
+        assert owned == {id(layer.weight), id(layer.bias)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy schedule
+
+
+@pytest.mark.parametrize("phase", [0, 1, 2])
+def test_greedy_trains_only_the_current_layer(tiny_config, phase: int) -> None:
+    net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
+    assert net.phases() == 3
+    x, y = _data(n=30, seed=9)
+    net.begin_phase(phase, x, y)
+    before = copy.deepcopy(net.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    metrics = net.train_step(x[:10], y[:10], torch.arange(10), gen)
+    assert set(metrics) == {f"loss{phase}"}
+    after = net.state_dict()
+    for i in range(3):
+        changed = not torch.equal(before[f"layers.{i}.weight"], after[f"layers.{i}.weight"])
+        assert changed == (i == phase), f"layer {i} in phase {phase}"
+
+
+def test_greedy_cache_feeds_layer_k_the_output_of_the_frozen_layers_below(tiny_config) -> None:
+    net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
+    x, y = _data(n=30, seed=9)
+    net.begin_phase(2, x, y)
+    assert net._cache is not None
+    a_pos = net._cache[0]
+    expected = net.encoder.embed_labels(net.flat(x), y)
+    for layer in list(net.layers)[:2]:
+        expected = layer(expected)
+    torch.testing.assert_close(a_pos, expected)
+    assert net._cache[1].shape == (1, *a_pos.shape)
+
+
+def test_greedy_all_wrong_negatives(tiny_config) -> None:
+    """Greedy training with ``all_wrong`` negatives caches C-1 negatives per image; a batch must
+    get them (validation may instead refuse the combination with a ConfigError)."""
+    try:
+        tiny_config("train.schedule=greedy", "negatives.kind=all_wrong")
+    except ConfigError:
+        return  # refused up front, with a clear message: fine
+    net = _net(tiny_config, "train.schedule=greedy", "negatives.kind=all_wrong")
+    x, y = _data(n=30, seed=9)
+    net.begin_phase(0, x, y)
+    metrics = net.train_step(x[:10], y[:10], torch.arange(10), torch.Generator().manual_seed(0))
+    assert torch.isfinite(metrics["loss0"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Hard negatives use the signed score
+
+
+@pytest.mark.parametrize("maximize", [True, False])
+def test_hard_negatives_get_scores_that_are_higher_for_more_positive_labels(
+    tiny_config, maximize: bool
+) -> None:
+    """Samplers take per-label *scores* (higher = the model believes the label more). With the
+    inverted objective (maximize = false) low goodness means positive, so the sampler must get
+    the negated goodness, or hard negatives become the easiest ones."""
+    net = _net(
+        tiny_config,
+        "negatives.kind=hard",
+        "readout.kind=goodness",
+        f"model.maximize={str(maximize).lower()}",
+    )
+    seen: list[torch.Tensor] = []
+    real = net.sampler
+
+    class Recorder:
+        needs_scores = True
+
+        def __call__(self, y, num_classes, generator, scores):  # type: ignore[no-untyped-def]
+            seen.append(scores.clone())
+            return real(y, num_classes, generator, scores)
+
+    net.sampler = Recorder()  # type: ignore[assignment]
+    x, y = _data(n=16, seed=10)
+    goodness = net.label_scores(x)
+    net.train_step(x, y, torch.arange(16), torch.Generator().manual_seed(0))
+    (scores,) = seen
+    believed = goodness.argmax(1) if maximize else goodness.argmin(1)
+    assert torch.equal(scores.argmax(1), believed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence
+
+
+def test_nan_input_raises_training_diverged_naming_layer_and_step(tiny_config) -> None:
+    net = _net(tiny_config, "model.peer_weight=0.0")
+    x, y = _data(n=8, seed=11)
+    xf = net.flat(x)
+    xf[0, 20] = float("nan")
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(TrainingDiverged) as info:
+        net.train_step(xf, y, torch.arange(8), torch.Generator().manual_seed(0))
+    msg = str(info.value)
+    assert "layer 0" in msg
+    assert re.search(r"\bstep 0\b", msg), msg
+    after = net.state_dict()
+    for k, v in before.items():  # nothing was stepped with the bad loss
+        assert torch.equal(v, after[k]), k
+
+
+def test_huge_lr_diverges_on_the_next_step(tiny_config) -> None:
+    net = _net(tiny_config, "optim.name=adam", "optim.lr=1e30", "optim.schedule=constant")
+    gen = torch.Generator().manual_seed(0)
+    x, y = _data(n=8, seed=12)
+    net.train_step(x, y, torch.arange(8), gen)  # weights become ~1e30
+    with pytest.raises(TrainingDiverged) as info:
+        net.train_step(x, y, torch.arange(8), gen)
+    msg = str(info.value)
+    assert "layer 0" in msg and re.search(r"\bstep 1\b", msg), msg
+    assert "learning rate" in msg
+
+
+def test_greedy_divergence_names_the_layer_and_the_global_step(tiny_config) -> None:
+    """In greedy training the message names the phase's layer and the run's optimisation step
+    (steps of the earlier phases included), not layer 0's own step count."""
+    net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
+    x, y = _data(n=30, seed=9)
+    gen = torch.Generator().manual_seed(0)
+    net.begin_phase(0, x, y)
+    for _ in range(3):
+        net.train_step(x[:10], y[:10], torch.arange(10), gen)
+    net.begin_phase(1, x, y)
+    net.train_step(x[:10], y[:10], torch.arange(10), gen)  # global step 3 (0-based)
+    with torch.no_grad():
+        net.layers[1].weight.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged) as info:
+        net.train_step(x[:10], y[:10], torch.arange(10), gen)  # global step 4
+    msg = str(info.value)
+    assert "layer 1" in msg, msg
+    assert re.search(r"\bstep 4\b", msg), msg

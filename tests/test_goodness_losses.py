@@ -1,0 +1,197 @@
+"""Goodness functions, the signed score, the layer losses and the name registries.
+
+Expected values are worked out by hand with ``math`` (never by re-running the same torch
+expression), so a wrong sign, a wrong pairing or a wrong mean shows up as a wrong number.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from forwardforward.errors import ConfigError
+from forwardforward.goodness import GOODNESS, mean_squares, signed, sum_squares
+from forwardforward.layers import ACTIVATIONS, NORMS
+from forwardforward.losses import LOSSES, linear, log_sigmoid, symba, threshold_softplus
+from forwardforward.negatives import NEGATIVES
+
+
+def softplus(z: float) -> float:
+    return math.log(1.0 + math.exp(z))
+
+
+def log_sig(z: float) -> float:
+    return -math.log(1.0 + math.exp(-z))
+
+
+def t(*values: float) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Goodness
+
+
+def test_sum_and_mean_squares_by_hand() -> None:
+    h = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    assert sum_squares(h).tolist() == [5.0, 9.0]
+    assert mean_squares(h).tolist() == [2.5, 4.5]
+
+
+def test_goodness_flattens_every_dimension_after_the_batch() -> None:
+    h = torch.tensor([[[1.0, 2.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 3.0]]])  # (2, 2, 2)
+    assert sum_squares(h).tolist() == [6.0, 10.0]
+    assert mean_squares(h).tolist() == [1.5, 2.5]
+    assert sum_squares(h).shape == (2,)
+
+
+def test_negative_activities_count_by_their_square() -> None:
+    h = torch.tensor([[-3.0, 4.0]])
+    assert sum_squares(h).tolist() == [25.0]
+    assert mean_squares(h).tolist() == [12.5]
+
+
+def test_signed_keeps_or_negates() -> None:
+    g = torch.tensor([5.0, -1.0, 0.0])
+    assert signed(g, True).tolist() == [5.0, -1.0, 0.0]
+    assert signed(g, False).tolist() == [-5.0, 1.0, 0.0]
+
+
+def test_goodness_registry() -> None:
+    assert GOODNESS["sum_squares"] is sum_squares
+    assert GOODNESS["mean_squares"] is mean_squares
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses, by hand
+
+
+def test_threshold_softplus_by_hand() -> None:
+    pos, neg = t(3.0, 1.0), t(0.5)
+    # mean over P + N = 3 terms: softplus(theta - pos) for positives, softplus(neg - theta)
+    expected = (softplus(2 - 3) + softplus(2 - 1) + softplus(0.5 - 2)) / 3
+    assert threshold_softplus(pos, neg, 2.0, 1.0).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_threshold_softplus_alpha_scales_the_logits() -> None:
+    pos, neg = t(3.0, 1.0), t(0.5, 2.5)
+    a = 2.0
+    expected = (
+        softplus(a * (2 - 3))
+        + softplus(a * (2 - 1))
+        + softplus(a * (0.5 - 2))
+        + softplus(a * (2.5 - 2))
+    ) / 4
+    assert threshold_softplus(pos, neg, 2.0, a).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_symba_by_hand_one_negative_per_positive() -> None:
+    pos, neg = t(3.0, 1.0), t(2.5, 0.0)
+    expected = (softplus(-4 * (3 - 2.5)) + softplus(-4 * (1 - 0.0))) / 2
+    assert symba(pos, neg, 0.0, 4.0).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_symba_pairs_block_k_with_positive_i() -> None:
+    """With K negatives per positive, negatives come as K blocks of P: negative k*P + i pairs
+    with positive i (the layout of the ``all_wrong`` sampler)."""
+    pos = t(3.0, 1.0)
+    neg = t(2.5, 0.0, 1.5, 4.0)  # block 0: (2.5, 0.0), block 1: (1.5, 4.0)
+    expected = (
+        softplus(-4 * (3 - 2.5))  # block 0, positive 0
+        + softplus(-4 * (1 - 0.0))  # block 0, positive 1
+        + softplus(-4 * (3 - 1.5))  # block 1, positive 0
+        + softplus(-4 * (1 - 4.0))  # block 1, positive 1
+    ) / 4
+    interleaved = (  # the wrong pairing (each positive's K negatives side by side)
+        softplus(-4 * (3 - 2.5))
+        + softplus(-4 * (3 - 0.0))
+        + softplus(-4 * (1 - 1.5))
+        + softplus(-4 * (1 - 4.0))
+    ) / 4
+    got = symba(pos, neg, 0.0, 4.0).item()
+    assert got == pytest.approx(expected, rel=1e-12)
+    assert got != pytest.approx(interleaved, rel=1e-3)
+
+
+def test_symba_ignores_theta() -> None:
+    pos, neg = t(3.0, 1.0), t(2.5, 0.0)
+    assert symba(pos, neg, 0.0, 4.0).item() == symba(pos, neg, 123.0, 4.0).item()
+
+
+@pytest.mark.parametrize(("p", "n"), [(2, 3), (3, 2), (4, 6)])
+def test_symba_needs_a_multiple_of_the_positives(p: int, n: int) -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        symba(torch.ones(p), torch.zeros(n))
+
+
+def test_linear_by_hand() -> None:
+    pos, neg = t(3.0, 1.0), t(0.5, 1.5, 2.5)
+    # alpha * (mean(neg) - mean(pos)) = 2 * (1.5 - 2.0)
+    assert linear(pos, neg, 0.0, 2.0).item() == pytest.approx(-1.0, rel=1e-12)
+
+
+def test_log_sigmoid_by_hand() -> None:
+    pos, neg = t(3.0, 1.0), t(0.5, 4.0)
+    theta = 2.0
+    expected = (
+        -(log_sig(3 - theta) + log_sig(1 - theta)) / 2
+        + (log_sig(0.5 - theta) + log_sig(4 - theta)) / 2
+    )
+    assert log_sigmoid(pos, neg, theta, 1.0).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_log_sigmoid_alpha() -> None:
+    pos, neg = t(3.0), t(0.5)
+    a = 3.0
+    expected = -log_sig(a * (3 - 2)) + log_sig(a * (0.5 - 2))
+    assert log_sigmoid(pos, neg, 2.0, a).item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["threshold_softplus", "symba", "linear", "log_sigmoid"])
+def test_every_loss_pushes_positives_up_and_negatives_down(name: str) -> None:
+    pos = t(3.0, 1.0).requires_grad_()
+    neg = t(0.5, 2.5).requires_grad_()
+    LOSSES[name](pos, neg, 2.0, 1.0).backward()
+    assert pos.grad is not None and neg.grad is not None
+    assert (pos.grad < 0).all(), pos.grad  # raising a positive score lowers the loss
+    assert (neg.grad > 0).all(), neg.grad  # raising a negative score raises the loss
+
+
+def test_losses_registry_holds_the_four_losses() -> None:
+    assert set(LOSSES) == {"threshold_softplus", "symba", "linear", "log_sigmoid"}
+    assert LOSSES["symba"] is symba
+    assert len(LOSSES) == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Registries
+
+
+@pytest.mark.parametrize(
+    ("registry", "kind"),
+    [
+        (LOSSES, "loss"),
+        (GOODNESS, "goodness"),
+        (NORMS, "norm"),
+        (ACTIVATIONS, "activation"),
+        (NEGATIVES, "negatives"),
+    ],
+)
+def test_unknown_name_is_a_config_error_listing_the_names(registry, kind: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        registry["no_such_thing"]
+    msg = str(info.value)
+    assert "no_such_thing" in msg and kind in msg
+    for name in registry:
+        assert name in msg
+
+
+def test_registry_membership_and_get_follow_the_mapping_contract() -> None:
+    """A Registry is a Mapping: ``in`` answers False and ``get`` returns the default for an
+    unknown name (Mapping's mixins catch KeyError, so the lookup error must be one)."""
+    assert "symba" in LOSSES
+    assert "no_such_loss" not in LOSSES
+    assert LOSSES.get("no_such_loss") is None
+    assert LOSSES.get("symba") is symba
