@@ -1,0 +1,100 @@
+"""Train presets and their backprop twins; store the results; print the README's results table.
+
+    python benchmarks/presets.py run PRESET... [--set key=value ...] [--only ff|backprop]
+    python benchmarks/presets.py table
+
+Each run writes ``results/presets/<preset>.json`` (FF and backprop entries, merged with what is
+already there) and keeps the run folder under ``runs/bench/``. ``table`` prints a Markdown table
+of every stored result, with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from forwardforward.config import load_preset
+from forwardforward.train import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+STORE = ROOT / "results" / "presets"
+
+
+def machine() -> str:
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def run(preset: str, overrides: list[str], kinds: list[str], data_dir: str | None) -> None:
+    STORE.mkdir(parents=True, exist_ok=True)
+    path = STORE / f"{preset}.json"
+    stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    config = load_preset(preset, overrides)
+    for kind in kinds:
+        out = ROOT / "runs" / "bench" / f"{preset}-{kind}"
+        trainer = Trainer(
+            config, out_dir=out, data_dir=data_dir, backprop=kind == "backprop", progress=False
+        )
+        results = trainer.fit()
+        cmd = f"ff train {preset}" + "".join(f" --set {o}" for o in overrides)
+        results.update(
+            command=cmd + (" --backprop" if kind == "backprop" else ""),
+            overrides=overrides,
+            reference=config.reference,
+            description=config.description,
+            date=time.strftime("%Y-%m-%d"),
+            machine=machine(),
+            history=trainer.history,
+        )
+        stored[kind] = results
+        path.write_text(json.dumps(stored, indent=2) + "\n")
+        print(
+            f"{preset} {kind}: test accuracy {results['test_acc']:.4f} "
+            f"in {results['wall_seconds']:.0f} s",
+            flush=True,
+        )
+
+
+def table() -> str:
+    rows = [
+        "| preset | FF test error | backprop twin error | published / seed figure | FF wall time "
+        "| command |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(STORE.glob("*.json")):
+        stored = json.loads(path.read_text())
+        ff, bp = stored.get("ff"), stored.get("backprop")
+        ref = (ff or bp or {}).get("reference", "")
+        ff_err = f"{ff['test_error_pct']:.2f}%" if ff else "not run"
+        bp_err = f"{bp['test_error_pct']:.2f}%" if bp else "not run"
+        wall = f"{ff['wall_seconds']:.0f} s" if ff else ""
+        cmd = f"`{ff['command']}`" if ff else ""
+        rows.append(f"| {path.stem} | {ff_err} | {bp_err} | {ref} | {wall} | {cmd} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("presets", nargs="+")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--only", choices=["ff", "backprop"])
+    p.add_argument("--data-dir")
+    sub.add_parser("table")
+    args = parser.parse_args()
+    if args.cmd == "table":
+        print(table())
+        return
+    kinds = [args.only] if args.only else ["ff", "backprop"]
+    for preset in args.presets:
+        run(preset, args.set, kinds, args.data_dir)
+
+
+if __name__ == "__main__":
+    main()
