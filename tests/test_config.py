@@ -62,20 +62,21 @@ def test_preset_values_come_from_the_file() -> None:
     assert c.model.activation == "relu_st"
     assert c.model.peer_weight == 0.03
     assert c.readout.kind == "probe"
-    assert c.optim.name == "sgd" and c.optim.schedule == "cooldown"
-    assert c.train.epochs == 6
+    assert c.optim.name == "adam" and c.optim.schedule == "cooldown"
+    assert c.negatives.kind == "hard" and c.negatives.scores == "probe"
+    assert c.train.epochs == 4
     h = load_preset("hinton-mnist")
     assert h.negatives.kind == "hard" and h.readout.layers == [1, 2, 3] and h.train.seed == 1
 
 
 def test_overrides() -> None:
-    c = load_preset("mnist-quick", ["train.epochs=3", "model.loss=symba", "model.layers=[10, 20]"])
+    c = load_preset("mnist-quick", ["train.epochs=3", "model.loss=linear", "model.layers=[10, 20]"])
     assert c.train.epochs == 3
-    assert c.model.loss == "symba"
+    assert c.model.loss == "linear"
     assert c.model.layers == [10, 20]
     # everything else still comes from the preset
     assert c.train.batch_size == 100
-    assert c.optim.lr == 0.001
+    assert c.optim.lr == 0.01
     assert c.model.activation == "relu_st"
 
 
