@@ -72,9 +72,10 @@ class NegativesConfig:
 
     kind: str = "random_wrong"
     scores: str = "goodness"
-    """What hard negatives sample from: ``goodness`` (every label tried, Hinton's code) or
-    ``probe`` (the linear probe's softmax on the neutral input, as RecurrentForwardForward's
-    classifier-sampled negatives; almost free when the probe trains jointly)."""
+    """What hard negatives sample from: ``goodness`` (the softmax over every label's goodness) or
+    ``probe`` (a jointly trained linear softmax on the neutral input's activities, as Hinton's
+    Matlab code and RecurrentForwardForward's classifier-sampled negatives; almost free). With
+    ``probe`` the probe is trained even when ``readout.kind = "goodness"`` predicts."""
     temperature: float = 1.0
     """Hard negatives: the scores are divided by this before the softmax."""
 
@@ -351,8 +352,8 @@ def validate(config: RunConfig) -> None:
     if not 0 < config.data.fraction <= 1 or not 0 <= config.data.val_fraction < 1:
         raise ConfigError("data.fraction must be in (0, 1] and data.val_fraction in [0, 1)")
     _choice("negatives.scores", config.negatives.scores, ("goodness", "probe"))
-    if config.negatives.scores == "probe" and r.kind != "probe":
-        raise ConfigError("negatives.scores = 'probe' needs readout.kind = 'probe'")
+    if config.negatives.scores == "probe" and r.probe_mode != "joint":
+        raise ConfigError("negatives.scores = 'probe' needs a joint probe: readout.probe_mode")
     if config.negatives.temperature <= 0:
         raise ConfigError("negatives.temperature must be positive")
     if t.schedule == "greedy" and config.negatives.kind == "hard":

@@ -74,7 +74,7 @@ class FFNet(OwnsOptimizers, nn.Module):
         r = config.readout
         self.readout_layers = list(r.layers) or list(range(len(m.layers)))
         self.probe: nn.Linear | None = None
-        if r.kind == "probe":
+        if r.kind == "probe" or config.negatives.scores == "probe":
             width = sum(m.layers[i] for i in self.readout_layers)
             self.probe = nn.Linear(width, num_classes, bias=False)
             nn.init.zeros_(self.probe.weight)
@@ -341,7 +341,7 @@ class FFNet(OwnsOptimizers, nn.Module):
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Predicted labels ``(B,)`` by the configured readout."""
-        if self.probe is not None:
+        if self.probe is not None and self.config.readout.kind == "probe":
             logits: Tensor = self.probe(self.probe_features(x))
             return logits.argmax(1)
         scores = self.label_scores(x)
