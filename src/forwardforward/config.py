@@ -44,7 +44,10 @@ class ModelConfig:
     """The network: layers, normalisation, objective and label embedding."""
 
     kind: str = "feedforward"
+    local: list[list[int]] = field(default_factory=list)
+    """Locally connected layers first, one ``[out_channels, kernel, stride, padding]`` each."""
     layers: list[int] = field(default_factory=lambda: [500, 500])
+    """Widths of the fully connected layers (after any locally connected ones)."""
     norm: str = "rms"
     activation: str = "relu"
     init: str = "torch"
@@ -78,6 +81,8 @@ class NegativesConfig:
     ``probe`` the probe is trained even when ``readout.kind = "goodness"`` predicts."""
     temperature: float = 1.0
     """Hard negatives: the scores are divided by this before the softmax."""
+    blurs: int = 6
+    """Hybrid negatives: how many times the random bit mask is blurred."""
 
 
 @dataclass
@@ -315,25 +320,46 @@ def validate(config: RunConfig) -> None:
         (GOODNESS, m.goodness),
         (LOSSES, m.loss),
         (LABEL_ENCODERS, m.label),
-        (NEGATIVES, config.negatives.kind),
     ):
         registry[value]
+    from forwardforward.negatives import IMAGE_NEGATIVES
+
+    unsupervised = config.negatives.kind in IMAGE_NEGATIVES
+    if not unsupervised:
+        NEGATIVES[config.negatives.kind]
+    if unsupervised and (r.kind != "probe" or m.label != "none"):
+        raise ConfigError(
+            f"negatives.kind = {config.negatives.kind!r} is unsupervised: it needs "
+            "model.label = 'none' and readout.kind = 'probe'"
+        )
+    if not unsupervised and m.label == "none":
+        raise ConfigError(
+            "model.label = 'none' needs unsupervised negatives: hybrid, self_contrastive"
+        )
+    if m.local and m.label == "concat":
+        raise ConfigError(
+            "locally connected layers need a spatial input: not model.label = 'concat'"
+        )
+    for spec in m.local:
+        if len(spec) != 4 or min(spec[:3]) < 1 or spec[3] < 0:
+            raise ConfigError(
+                f"model.local entries are [channels, kernel, stride, padding], got {spec}"
+            )
     _choice("model.init", m.init, INITS)
     _choice("model.label_value", m.label_value, ("one", "max"))
     if isinstance(m.theta, str) and m.theta != "units":
         raise ConfigError(f"model.theta must be a number or 'units', got {m.theta!r}")
-    if not m.layers or any(w <= 0 for w in m.layers):
+    if not (m.layers or m.local) or any(w <= 0 for w in m.layers):
         raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
+    n_layers = len(m.local) + len(m.layers)
     _choice("readout.kind", r.kind, ("goodness", "probe"))
     _choice("readout.select", r.select, ("auto", "argmax", "argmin"))
     _choice("readout.probe_mode", r.probe_mode, ("joint", "after"))
     _choice("readout.probe_input", r.probe_input, ("neutral", "zero"))
     _choice("readout.probe_optimizer", r.probe_optimizer, OPTIMIZERS)
     for i in r.layers:
-        if not 0 <= i < len(m.layers):
-            raise ConfigError(
-                f"readout.layers: no layer {i}; the net has layers 0..{len(m.layers) - 1}"
-            )
+        if not 0 <= i < n_layers:
+            raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{n_layers - 1}")
     for optim, key in ((config.optim, "optim"), (config.baseline.optim, "baseline.optim")):
         _choice(f"{key}.name", optim.name, OPTIMIZERS)
         _choice(f"{key}.schedule", optim.schedule, SCHEDULES)

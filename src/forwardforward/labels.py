@@ -126,7 +126,18 @@ class Concatenate(LabelEncoder):
         return F.pad(x, (0, self.num_classes))
 
 
+class NoLabel(LabelEncoder):
+    """No label in the input (unsupervised FF): ``embed(x, q) = x``."""
+
+    def __init__(self, num_classes: int, in_features: int, value: str = "one") -> None:
+        super().__init__(num_classes, in_features, value)
+        self.register_buffer("patterns", torch.zeros(num_classes, in_features), persistent=False)
+
+    def base(self, x: Tensor) -> Tensor:
+        return x
+
+
 LABEL_ENCODERS: Registry[type[LabelEncoder]] = Registry(
     "label encoder",
-    {"overwrite": OverwritePixels, "top_row": TopRow, "concat": Concatenate},
+    {"overwrite": OverwritePixels, "top_row": TopRow, "concat": Concatenate, "none": NoLabel},
 )

@@ -79,7 +79,23 @@ ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
 INITS = ("torch", "normal_fan_in", "normal_fan_out")
 
 
-class FFLinear(nn.Module):
+class PeerNormalized(nn.Module):
+    """Peer normalisation for an FF layer with a ``running_mean`` buffer ``(H,)``."""
+
+    running_mean: Tensor
+    peer_weight: float
+    peer_momentum: float
+
+    def peer_loss(self, h_pos: Tensor) -> Tensor:
+        """Peer normalisation (loeweX, Hinton): pull every unit's running mean activity on positive
+        data ``(B, H)`` towards the layer's average. Updates the running mean in training mode."""
+        running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * h_pos.mean(0)
+        if self.training:
+            self.running_mean.copy_(running.detach())
+        return self.peer_weight * (running.mean() - running).square().mean()
+
+
+class FFLinear(PeerNormalized):
     """A fully connected FF layer: ``act(W norm(detach(x)) + b)``.
 
     Args:
@@ -145,17 +161,144 @@ class FFLinear(nn.Module):
         """``(B, D) -> (B, H)``; ``x`` is detached and normalised first."""
         return self.act(F.linear(normalize(x.detach(), self.norm), self.weight, self.bias))
 
-    def peer_loss(self, h_pos: Tensor) -> Tensor:
-        """Peer normalisation (loeweX, Hinton): pull every unit's running mean activity on positive
-        data ``(B, H)`` towards the layer's average. Updates the running mean in training mode."""
-        running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * h_pos.mean(0)
-        if self.training:
-            self.running_mean.copy_(running.detach())
-        return self.peer_weight * (running.mean() - running).square().mean()
-
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"norm={self.norm}, activation={self.activation}, bias={self.bias is not None}, "
             f"peer_weight={self.peer_weight}"
         )
+
+
+def locally_connected(
+    x: Tensor, weight: Tensor, bias: Tensor | None, kernel_size: int, stride: int, padding: int
+) -> Tensor:
+    """Local receptive fields without weight sharing: ``(B, C, H, W) -> (B, O, L)``.
+
+    ``weight`` is ``(L, O, C k k)``, one filter bank per output location, ``bias`` ``(O, L)``.
+    All locations run as one batched product over the unfolded patches.
+    """
+    patches = F.unfold(x, kernel_size, padding=padding, stride=stride)  # (B, C k k, L)
+    z = torch.bmm(patches.permute(2, 0, 1), weight.transpose(1, 2))  # (L, B, O)
+    z = z.permute(1, 2, 0)  # (B, O, L)
+    return z + bias if bias is not None else z
+
+
+class FFLocallyConnected2d(PeerNormalized):
+    """A locally connected FF layer: local receptive fields without weight sharing.
+
+    Every output location ``l`` has its own filter bank ``weight[l]`` ``(O, C k k)``, applied to
+    its own input patch; all ``L`` locations run as one batched matrix product over unfolded
+    patches. Input and output are flat, so it stacks with :class:`FFLinear`:
+    ``(B, C H W) -> (B, O H' W')``, channel-major like ``flatten(1)`` of ``(B, O, H', W')``.
+    The input is detached and normalised over all its features, as in :class:`FFLinear`.
+
+    Args:
+        in_shape: ``(C, H, W)`` of the input.
+        out_channels: ``O``, filters per location.
+        kernel_size: ``k``, the receptive field is ``k x k``.
+        stride, padding: as in ``nn.Unfold``.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        norm: str = "rms",
+        activation: str = "relu",
+        bias: bool = True,
+        init: str = "torch",
+        peer_weight: float = 0.0,
+        peer_momentum: float = 0.9,
+    ) -> None:
+        super().__init__()
+        NORMS[norm]
+        self.act = ACTIVATIONS[activation]
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        c, h, w = in_shape
+        self.in_shape = (c, h, w)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.out_h = (h + 2 * padding - kernel_size) // stride + 1
+        self.out_w = (w + 2 * padding - kernel_size) // stride + 1
+        if self.out_h < 1 or self.out_w < 1:
+            raise ValueError(
+                f"a {kernel_size}x{kernel_size} receptive field with stride {stride} and padding "
+                f"{padding} does not fit a {h}x{w} input"
+            )
+        self.out_channels = out_channels
+        self.in_features = c * h * w
+        self.out_features = out_channels * self.out_h * self.out_w
+        self.norm, self.activation, self.init = norm, activation, init
+        self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
+        locations, fan_in = self.out_h * self.out_w, c * kernel_size * kernel_size
+        self.weight = nn.Parameter(torch.empty(locations, out_channels, fan_in))
+        self.bias = nn.Parameter(torch.empty(out_channels, locations)) if bias else None
+        self.running_mean: Tensor
+        self.register_buffer("running_mean", torch.full((self.out_features,), 0.5))
+        self.reset_parameters()
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """``(O, H', W')`` of the output."""
+        return self.out_channels, self.out_h, self.out_w
+
+    def reset_parameters(self) -> None:
+        fan_in = self.weight.shape[2]
+        if self.init == "normal_fan_out":
+            std = 1.0 / math.sqrt(self.out_channels)
+        else:  # torch's default for a linear layer has std 1/sqrt(3 fan_in); normal: 1/sqrt(fan_in)
+            std = 1.0 / math.sqrt(fan_in * (3 if self.init == "torch" else 1))
+        nn.init.normal_(self.weight, 0.0, std)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+        self.running_mean.fill_(0.5)
+
+    def scale(self, sum_sq: Tensor) -> Tensor:
+        """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
+        return NORMS[self.norm](sum_sq, self.in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, C H W) -> (B, O H' W')``."""
+        b = x.shape[0]
+        xn = normalize(x.detach().reshape(b, -1), self.norm).view(b, *self.in_shape)
+        z = locally_connected(
+            xn, self.weight, self.bias, self.kernel_size, self.stride, self.padding
+        )
+        return self.act(z.reshape(b, self.out_features))
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_shape={self.in_shape}, out_channels={self.out_channels}, "
+            f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+            f"norm={self.norm}, activation={self.activation}, peer_weight={self.peer_weight}"
+        )
+
+
+class LocallyConnected2d(nn.Module):
+    """A plain locally connected layer (for the backprop twin): ``(B, C, H, W) -> (B, O, H', W')``
+    with the parameter layout and initialisation of :class:`FFLocallyConnected2d`."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+    ) -> None:
+        super().__init__()
+        shaped = FFLocallyConnected2d(in_shape, out_channels, kernel_size, stride, padding)
+        self.weight = nn.Parameter(shaped.weight.detach().clone())
+        self.bias = nn.Parameter(torch.zeros(out_channels, shaped.weight.shape[0]))
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.out_shape = shaped.out_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = locally_connected(
+            x, self.weight, self.bias, self.kernel_size, self.stride, self.padding
+        )
+        return z.view(x.shape[0], *self.out_shape)

@@ -7,6 +7,7 @@ scores ``(B, C)`` of the batch. No sampler ever returns the true label (three se
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,4 +106,96 @@ class Inverse:
 NEGATIVES: Registry[NegativeSampler] = Registry(
     "negatives",
     {"random_wrong": RandomWrong(), "all_wrong": AllWrong(), "hard": Hard(), "inverse": Inverse()},
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Negative *images*, for unsupervised FF: no labels, the negative is a different kind of input.
+
+
+class ImageNegatives(Protocol):
+    """Unsupervised negatives. ``pair`` gives the positive and negative network inputs of a
+    batch of images ``(B, C, H, W)``; ``present`` the input a trained network sees for an image
+    (for the readout); ``in_features`` the width of those inputs."""
+
+    def pair(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
+
+    def present(self, x: Tensor) -> Tensor: ...
+
+    def in_features(self, shape: tuple[int, ...]) -> int: ...
+
+
+def other_samples(n: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """For each of ``n`` samples, the index of a uniformly random *other* sample ``(n,)``."""
+    if n < 2:
+        raise ValueError("negatives that mix two different images need a batch of at least 2")
+    offset = torch.randint(1, n, (n,), generator=generator, device=device)
+    return (torch.arange(n, device=device) + offset) % n
+
+
+def smooth_masks(
+    n: int,
+    size: tuple[int, int],
+    generator: torch.Generator,
+    blurs: int = 6,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """Hinton's hybrid-image masks ``(n, 1, H, W)`` of 0/1: a random bit image blurred ``blurs``
+    times with ``[1/4, 1/2, 1/4]`` horizontally and vertically, then thresholded at 0.5. Large
+    regions of ones and zeros; one independent mask per sample."""
+    h, w = size
+    m = (torch.rand(n, 1, h, w, generator=generator, device=device) < 0.5).float()
+    k = torch.tensor([0.25, 0.5, 0.25], device=device)
+    kh, kv = k.view(1, 1, 1, 3), k.view(1, 1, 3, 1)
+    for _ in range(blurs):
+        m = F.conv2d(F.pad(m, (1, 1, 0, 0), mode="replicate"), kh)
+        m = F.conv2d(F.pad(m, (0, 0, 1, 1), mode="replicate"), kv)
+    return (m > 0.5).float()
+
+
+def hybrid(a: Tensor, b: Tensor, mask: Tensor) -> Tensor:
+    """``mask * a + (1 - mask) * b`` for images ``(B, C, H, W)`` and masks ``(B, 1, H, W)``."""
+    return mask * a + (1 - mask) * b
+
+
+@dataclass(frozen=True)
+class HybridImages:
+    """Hinton's unsupervised negatives: each image mixed with a different image through its own
+    smooth random mask (seed 004 shared one mask across the whole batch)."""
+
+    blurs: int = 6
+
+    def pair(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        masks = smooth_masks(x.shape[0], size, generator, self.blurs, x.device)
+        other = x[other_samples(x.shape[0], generator, x.device)]
+        return x.flatten(1), hybrid(x, other, masks).flatten(1)
+
+    def present(self, x: Tensor) -> Tensor:
+        return x.flatten(1)
+
+    def in_features(self, shape: tuple[int, ...]) -> int:
+        return math.prod(shape)
+
+
+@dataclass(frozen=True)
+class SelfContrastive:
+    """SCFF (Nature Communications 2025): the input is a pair of images side by side; the
+    positive pairs an image with itself, the negative with a different image."""
+
+    def pair(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        flat = x.flatten(1)
+        other = flat[other_samples(x.shape[0], generator, x.device)]
+        return torch.cat([flat, flat], 1), torch.cat([flat, other], 1)
+
+    def present(self, x: Tensor) -> Tensor:
+        flat = x.flatten(1)
+        return torch.cat([flat, flat], 1)
+
+    def in_features(self, shape: tuple[int, ...]) -> int:
+        return 2 * math.prod(shape)
+
+
+IMAGE_NEGATIVES: Registry[ImageNegatives] = Registry(
+    "image negatives", {"hybrid": HybridImages(), "self_contrastive": SelfContrastive()}
 )

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
-from forwardforward.layers import ACTIVATIONS
+from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
 from forwardforward.nets.base import OwnsOptimizers, lr_lambda, optimizer_from_config
 
 
@@ -26,9 +26,16 @@ class BackpropNet(OwnsOptimizers, nn.Module):
     def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
         self.config = config
-        widths = [math.prod(in_shape), *config.model.layers]
         act = config.model.activation
         self.act = ACTIVATIONS["relu" if act == "relu_st" else act]
+        self.in_shape = tuple(in_shape)
+        shape = (in_shape[0], in_shape[1], in_shape[2])
+        local: list[LocallyConnected2d] = []
+        for channels, kernel, stride, padding in config.model.local:
+            local.append(LocallyConnected2d(shape, channels, kernel, stride, padding))
+            shape = local[-1].out_shape
+        self.local = nn.ModuleList(local)
+        widths = [math.prod(shape), *config.model.layers]
         self.layers = nn.ModuleList(
             nn.Linear(widths[i], widths[i + 1]) for i in range(len(widths) - 1)
         )
@@ -39,8 +46,11 @@ class BackpropNet(OwnsOptimizers, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, ...)`` -> logits ``(B, C)``."""
-        h = x.reshape(x.shape[0], -1)
-        h = h if h.is_floating_point() else h.float() / 255.0
+        h = x if x.is_floating_point() else x.float() / 255.0
+        h = h.reshape(x.shape[0], *self.in_shape)
+        for lc in self.local:
+            h = self.act(lc(h))
+        h = h.flatten(1)
         for layer in self.layers:
             h = self.act(layer(h))
         out: Tensor = self.head(h)

@@ -9,11 +9,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.errors import ConfigError
 from forwardforward.goodness import GOODNESS, signed
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
-from forwardforward.layers import FFLinear, normalize
+from forwardforward.layers import FFLinear, FFLocallyConnected2d, normalize
 from forwardforward.losses import LOSSES
-from forwardforward.negatives import NEGATIVES, Hard
+from forwardforward.negatives import (
+    IMAGE_NEGATIVES,
+    NEGATIVES,
+    Hard,
+    HybridImages,
+    ImageNegatives,
+    NegativeSampler,
+)
 from forwardforward.nets.base import (
     OwnsOptimizers,
     lr_lambda,
@@ -51,31 +59,30 @@ class FFNet(OwnsOptimizers, nn.Module):
         self.in_shape = tuple(in_shape)
         self.num_classes = num_classes
         self.encoder = make_encoder(m.label, num_classes, self.in_shape, m.label_value)
-        dims = [self.encoder.out_features, *m.layers]
-        self.layers = nn.ModuleList(
-            FFLinear(
-                dims[i],
-                dims[i + 1],
-                norm=m.norm,
-                activation=m.activation,
-                bias=m.bias,
-                init=m.init,
-                peer_weight=m.peer_weight,
-                peer_momentum=m.peer_momentum,
-            )
-            for i in range(len(m.layers))
-        )
+        neg = config.negatives
+        self.image_negatives: ImageNegatives | None = None
+        if neg.kind in IMAGE_NEGATIVES:  # unsupervised: negatives are other images
+            self.image_negatives = IMAGE_NEGATIVES[neg.kind]
+            if isinstance(self.image_negatives, HybridImages):
+                self.image_negatives = HybridImages(blurs=neg.blurs)
+            width = self.image_negatives.in_features(self.in_shape)
+            self.sampler: NegativeSampler = NEGATIVES["random_wrong"]  # never used
+        else:
+            width = self.encoder.out_features
+            self.sampler = NEGATIVES[neg.kind]
+            if isinstance(self.sampler, Hard):
+                self.sampler = Hard(temperature=neg.temperature)
+        made = self._make_layers(width)
+        self.layers = nn.ModuleList(made)
+        self.widths = [layer.out_features for layer in made]
         self.goodness = GOODNESS[m.goodness]
         self.loss_fn = LOSSES[m.loss]
-        self.sampler = NEGATIVES[config.negatives.kind]
-        if isinstance(self.sampler, Hard):
-            self.sampler = Hard(temperature=config.negatives.temperature)
-        self.thetas = [self._theta(w) for w in m.layers]
+        self.thetas = [self._theta(w) for w in self.widths]
         r = config.readout
-        self.readout_layers = list(r.layers) or list(range(len(m.layers)))
+        self.readout_layers = list(r.layers) or list(range(len(self.layers)))
         self.probe: nn.Linear | None = None
-        if r.kind == "probe" or config.negatives.scores == "probe":
-            width = sum(m.layers[i] for i in self.readout_layers)
+        if r.kind == "probe" or neg.scores == "probe":
+            width = sum(self.widths[i] for i in self.readout_layers)
             self.probe = nn.Linear(width, num_classes, bias=False)
             nn.init.zeros_(self.probe.weight)
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -83,6 +90,28 @@ class FFNet(OwnsOptimizers, nn.Module):
         self.autocast_dtype: torch.dtype | None = None
         self._phase = -1
         self._cache: tuple[Tensor, Tensor] | None = None
+
+    def _make_layers(self, in_features: int) -> list[FFLinear | FFLocallyConnected2d]:
+        """Locally connected layers (``model.local``), then fully connected ones."""
+        m = self.config.model
+        layers: list[FFLinear | FFLocallyConnected2d] = []
+        h, w = self.in_shape[-2:]
+        shape = (in_features // (h * w), h, w)  # SCFF pairs images along the channels
+        for channels, kernel, stride, padding in m.local:
+            lc = FFLocallyConnected2d(
+                shape, channels, kernel, stride, padding, norm=m.norm, activation=m.activation,
+                bias=m.bias, init=m.init, peer_weight=m.peer_weight, peer_momentum=m.peer_momentum,
+            )  # fmt: skip
+            shape = lc.out_shape
+            layers.append(lc)
+        for width in m.layers:
+            fc = FFLinear(
+                layers[-1].out_features if layers else in_features, width, norm=m.norm,
+                activation=m.activation, bias=m.bias, init=m.init, peer_weight=m.peer_weight,
+                peer_momentum=m.peer_momentum,
+            )  # fmt: skip
+            layers.append(fc)
+        return layers
 
     def _theta(self, width: int) -> float:
         theta = self.config.model.theta
@@ -109,7 +138,7 @@ class FFNet(OwnsOptimizers, nn.Module):
         theta = self.thetas[i] if m.maximize else -self.thetas[i]
         loss = self.loss_fn(self.score(h_pos), self.score(h_neg), theta, m.alpha)
         layer = self.layers[i]
-        assert isinstance(layer, FFLinear)
+        assert isinstance(layer, (FFLinear, FFLocallyConnected2d))
         if layer.peer_weight > 0:
             loss = loss + layer.peer_loss(h_pos.float())
         return loss
@@ -162,14 +191,29 @@ class FFNet(OwnsOptimizers, nn.Module):
             return
         gen = torch.Generator(device=x.device).manual_seed(self.config.train.seed + 7919)
         xf = self.flat(x)
-        idx, q_neg = self.sampler(y, self.num_classes, gen, None)
         with torch.no_grad(), self._autocast(xf):
-            a_pos = self.encoder.embed_labels(xf, y)
-            a_neg = self.encoder.embed(xf[idx], q_neg)
+            a_pos, a_neg = self.inputs(xf, y, gen, None)
             for layer in list(self.layers)[:phase]:
                 a_pos, a_neg = layer(a_pos), layer(a_neg)
         # negatives come as K blocks of N (K = 1 but for all_wrong): keep them as (K, N, D)
         self._cache = (a_pos, a_neg.view(-1, *a_pos.shape))
+
+    def inputs(
+        self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """The first layer's positive ``(B, D')`` and negative ``(M, D')`` inputs for flat images
+        ``xf`` ``(B, D)``: labelled images (supervised) or image pairs/hybrids (unsupervised)."""
+        if self.image_negatives is not None:
+            return self.image_negatives.pair(xf.view(-1, *self.in_shape), gen)
+        idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
+        return self.encoder.embed_labels(xf, y), self.encoder.embed(xf[idx], q_neg)
+
+    def present(self, xf: Tensor, level: float) -> Tensor:
+        """The input the readout sees for flat images ``(B, D)``: the neutral label at ``level``
+        (supervised) or what the unsupervised negatives present."""
+        if self.image_negatives is not None:
+            return self.image_negatives.present(xf.view(-1, *self.in_shape))
+        return self.encoder.neutral(xf, level)
 
     def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
         """After the last phase, train a probe in ``after`` mode on the frozen features."""
@@ -247,9 +291,9 @@ class FFNet(OwnsOptimizers, nn.Module):
             else:
                 scores = self.label_scores(xf)
                 scores = scores if self.config.model.maximize else -scores
-        idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
-        b = xf.shape[0]
-        a = torch.cat([self.encoder.embed_labels(xf, y), self.encoder.embed(xf[idx], q_neg)])
+        a_pos, a_neg = self.inputs(xf, y, gen, scores)
+        b = a_pos.shape[0]
+        a = torch.cat([a_pos, a_neg])
         losses: list[Tensor] = []
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
@@ -284,10 +328,22 @@ class FFNet(OwnsOptimizers, nn.Module):
         the input norm is the same for every label.
         """
         layers = self.readout_layers if layers is None else layers
+        if self.image_negatives is not None:
+            raise ConfigError("an unsupervised net has no label to try: use readout.kind = 'probe'")
         xf = self.flat(x)
         enc = self.encoder
         first = self.layers[0]
-        assert isinstance(first, FFLinear)
+        if not isinstance(first, FFLinear):  # no shared product: every label, one stacked batch
+            b, c = xf.shape[0], self.num_classes
+            labels = torch.arange(c, device=xf.device).repeat(b)
+            h = enc.embed_labels(xf.repeat_interleave(c, 0), labels)
+            total = torch.zeros(b * c, device=xf.device)
+            with self._autocast(xf):
+                for i, layer in enumerate(self.layers):
+                    h = layer(h)
+                    if i in layers:
+                        total += self.goodness(h.float())
+            return total.view(b, c)
         base, value, pat = enc.base(xf), enc.value(xf), enc.patterns.to(xf.dtype)
         sum_sq = base.square().sum(1)[:, None] + value[:, None].square() * pat.square().sum(1)
         scale = first.scale(sum_sq)  # (B, C)
@@ -329,7 +385,7 @@ class FFNet(OwnsOptimizers, nn.Module):
         xf = self.flat(x)
         r, m = self.config.readout, self.config.model
         level = m.neutral_level if r.probe_input == "neutral" else 0.0
-        a = self.encoder.neutral(xf, level)
+        a = self.present(xf, level)
         feats = []
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
