@@ -152,6 +152,37 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot_masks(args: argparse.Namespace) -> int:
+    from forwardforward.data import load_dataset
+    from forwardforward.data.synthetic import synthetic_dataset
+    from forwardforward.errors import DataError
+    from forwardforward.plots import masks_figure, write_png
+
+    try:
+        images = load_dataset(args.dataset, data_dir=args.data_dir).test.float()
+    except DataError as exc:
+        print(f"{exc}\nusing the synthetic dataset instead", file=sys.stderr)
+        images = synthetic_dataset().test.float()
+    path = write_png(Path(args.out), masks_figure(images, seed=args.seed, blurs=args.blurs))
+    print(f"wrote {path}: rows are image a, image b, mask, hybrid negative")
+    return 0
+
+
+def _cmd_plot_fields(args: argparse.Namespace) -> int:
+    from forwardforward.plots import fields_figure, write_png
+    from forwardforward.train import load_run
+
+    _, _, net, _ = load_run(Path(args.run_dir))
+    layers = getattr(net, "layers", None)
+    in_shape = getattr(net, "in_shape", None)
+    if layers is None or in_shape is None:
+        raise FFError(f"{args.run_dir}: this run's network has no first layer to draw")
+    out = Path(args.out or Path(args.run_dir) / "fields.png")
+    write_png(out, fields_figure(layers[0], in_shape, n=args.units))
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ff", description="Forward-Forward training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -197,6 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
+
+    plot = sub.add_parser("plot", help="figures as PNG files")
+    plot_sub = plot.add_subparsers(dest="plot_command", required=True, metavar="FIGURE")
+    p = plot_sub.add_parser("masks", help="example hybrid-image masks and negatives")
+    p.add_argument("--out", default="masks.png")
+    p.add_argument("--dataset", default="mnist")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--blurs", type=int, default=6)
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_plot_masks)
+    p = plot_sub.add_parser("fields", help="the first layer's receptive fields of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="default: RUN_DIR/fields.png")
+    p.add_argument("--units", type=int, default=64)
+    p.set_defaults(func=_cmd_plot_fields)
 
     p = sub.add_parser("eval", help="accuracy of a saved run")
     p.add_argument("run_dir")
