@@ -300,13 +300,18 @@ class FFNet(OwnsOptimizers, nn.Module):
                 a = layer(a)
                 losses.append(self.layer_loss(i, a[:b], a[b:]))
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
+        with torch.no_grad():  # the last layer's FF accuracy: positives scored above negatives
+            pos, neg = self.score(a[:b]), self.score(a[b:])
+            metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
         total = torch.stack(losses).sum()
         if self.probe is not None and r.probe_mode == "joint":
             assert feats is not None
-            probe_loss = F.cross_entropy(self.probe(feats), y)
+            logits = self.probe(feats)
+            probe_loss = F.cross_entropy(logits, y)
             losses.append(probe_loss)
             total = total + probe_loss
             metrics["probe"] = probe_loss.detach()
+            metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
         self._check_finite(losses, step)
         total.backward()
         stepping = len(self.layers) + (1 if "probe" in metrics else 0)
