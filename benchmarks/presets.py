@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from forwardforward.config import load_preset
+from forwardforward.config import load_preset, preset_names
 from forwardforward.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("run")
-    p.add_argument("presets", nargs="+")
+    p.add_argument("presets", nargs="*")
+    p.add_argument("--all", action="store_true", help="every bundled preset")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--only", choices=["ff", "backprop"])
     p.add_argument("--data-dir")
@@ -92,7 +93,10 @@ def main() -> None:
         print(table())
         return
     kinds = [args.only] if args.only else ["ff", "backprop"]
-    for preset in args.presets:
+    presets = preset_names() if args.all else args.presets
+    if not presets:
+        parser.error("name presets or give --all")
+    for preset in presets:
         run(preset, args.set, kinds, args.data_dir)
 
 
