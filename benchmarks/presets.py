@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def run(preset: str, overrides: list[str], kinds: list[str], data_dir: str | Non
     config = load_preset(preset, overrides)
     for kind in kinds:
         out = ROOT / "runs" / "bench" / f"{preset}-{kind}"
+        shutil.rmtree(out, ignore_errors=True)
         trainer = Trainer(
             config, out_dir=out, data_dir=data_dir, backprop=kind == "backprop", progress=False
         )

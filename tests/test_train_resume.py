@@ -345,3 +345,31 @@ def test_greedy_with_a_probe_trains_the_probe(tiny_config) -> None:
     results = trainer.fit()
     assert trainer.net.probe is not None and trainer.net.probe.weight.abs().sum() > 0
     assert results["test_acc"] > 0.5, results
+
+
+def test_a_new_run_refuses_a_folder_that_holds_a_run(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    args = _train_args(tiny_toml, run, ["train.epochs=1"], [])
+    assert main(args) == 0
+    before = (run / CHECKPOINT).read_bytes()
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / CHECKPOINT).read_bytes() == before
+
+
+def test_resume_rewrites_the_log_from_the_checkpoint(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line logged after the last checkpoint (a kill between the two writes) is not kept."""
+    run = tmp_path / "run"
+    proc = _ff_subprocess(_train_args(tiny_toml, run, [], []), f"{STEPS_PER_EPOCH + 5}:KILL")
+    assert proc.returncode == -signal.SIGKILL
+    with open(run / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"phase": 0, "epoch": 2, "stale": True}) + "\n")
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0
+    records = _metrics(run)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert not any(r.get("stale") for r in records)

@@ -138,6 +138,7 @@ class Trainer:
         self.step = 0
         self.next_phase, self.next_epoch = 0, 0
         self._kill = _parse_kill(os.environ.get(KILL_ENV, ""))
+        self._resumed = False
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -146,7 +147,13 @@ class Trainer:
         return "backprop" if self.backprop else "ff"
 
     def _write_config(self) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and not self._resumed:
+            if (self.out_dir / CHECKPOINT).exists():
+                raise ConfigError(
+                    f"{self.out_dir} already holds a run: continue it with "
+                    f"`ff train --resume {self.out_dir}` or choose another --out"
+                )
+            (self.out_dir / METRICS).unlink(missing_ok=True)
             self.out_dir.mkdir(parents=True, exist_ok=True)
             meta = {"kind": self.kind, "config": to_dict(self.config)}
             atomic_write_text(self.out_dir / CONFIG, json.dumps(meta, indent=2) + "\n")
@@ -186,6 +193,10 @@ class Trainer:
         self.next_phase, self.next_epoch, self.step = tr["phase"], tr["epoch"], tr["step"]
         self.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
         self.history = json.loads(tr["history"])
+        self._resumed = True
+        # epochs logged after the checkpoint was written are done again: keep the log in step
+        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        atomic_write_text(self.out_dir / METRICS, lines)
 
     # -- the loop --------------------------------------------------------------------------------
 
