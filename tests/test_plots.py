@@ -63,3 +63,32 @@ def test_plot_commands_write_pngs(tmp_path: Path) -> None:
     assert main(args) == 0
     assert main(["plot", "fields", str(run), "--units", "8"]) == 0
     assert _decode((run / "fields.png").read_bytes()).ndim == 2
+
+
+def test_plot_settling_of_a_recurrent_run(tmp_path: Path) -> None:
+    run = tmp_path / "rec"
+    sets = [
+        "data.dataset=synthetic",
+        "model.kind=recurrent",
+        "model.layers=[16]",
+        "negatives.kind=random_wrong",
+        "negatives.scores=goodness",
+        "readout.kind=goodness",
+        "train.epochs=1",
+        "train.threads=1",
+    ]
+    args = ["train", "mnist-quick", "--out", str(run), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert main(["plot", "settling", str(run), "--images", "3"]) == 0
+    assert _decode((run / "settling.png").read_bytes()).ndim == 2
+
+
+def test_plot_settling_refuses_a_feedforward_run(tmp_path: Path) -> None:
+    run = tmp_path / "ff"
+    args = ["train", "mnist-quick", "--out", str(run), "--quiet"]
+    for s in ["data.dataset=synthetic", "model.layers=[8]", "train.epochs=1", "train.threads=1"]:
+        args += ["--set", s]
+    assert main(args) == 0
+    assert main(["plot", "settling", str(run)]) == 1

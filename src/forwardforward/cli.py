@@ -183,6 +183,28 @@ def _cmd_plot_fields(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plot_settling(args: argparse.Namespace) -> int:
+    import torch
+
+    from forwardforward.nets.recurrent import RecurrentFFNet
+    from forwardforward.plots import settling_figure, write_png
+    from forwardforward.train import load_data, load_run
+
+    config, _, net, _ = load_run(Path(args.run_dir))
+    if not isinstance(net, RecurrentFFNet):
+        raise FFError(f"{args.run_dir}: settling needs a recurrent run (model.kind = 'recurrent')")
+    ds = load_data(config, args.data_dir, torch.device("cpu"))
+    x = ds.test.images[: args.images]
+    c = net.num_classes
+    g = net.settle(x.repeat_interleave(c, 0), torch.arange(c).repeat(x.shape[0]))  # (T, L, N C)
+    layers = net.readout_layers
+    per_label = g[:, layers].sum(1).view(-1, x.shape[0], c).permute(1, 2, 0)  # (N, C, T)
+    out = Path(args.out or Path(args.run_dir) / "settling.png")
+    write_png(out, settling_figure(x.float() / 255, per_label))
+    print(f"wrote {out}: per image, goodness of each label (rows) over the iterations (columns)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ff", description="Forward-Forward training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -243,6 +265,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="default: RUN_DIR/fields.png")
     p.add_argument("--units", type=int, default=64)
     p.set_defaults(func=_cmd_plot_fields)
+
+    p = plot_sub.add_parser("settling", help="goodness per label over the iterations (recurrent)")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="default: RUN_DIR/settling.png")
+    p.add_argument("--images", type=int, default=6)
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_plot_settling)
 
     p = sub.add_parser("eval", help="accuracy of a saved run")
     p.add_argument("run_dir")

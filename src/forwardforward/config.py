@@ -70,6 +70,30 @@ class ModelConfig:
 
 
 @dataclass
+class RecurrentConfig:
+    """The recurrent net (``model.kind = "recurrent"``): image clamped at the bottom, label at
+    the top, hidden layers updated synchronously from the step before."""
+
+    steps: int = 8
+    """Synchronous iterations per example."""
+    damping: float = 0.7
+    """Weight of the proposed state: new = (1 - damping) old + damping proposed."""
+    label_hidden_steps: int = 0
+    """For the first steps the label input is uniform (1/C) and nothing learns."""
+    negate_top_down: bool = False
+    """RecurrentForwardForward subtracts the top-down input."""
+    lateral: bool = False
+    """Each layer also sees its own previous state."""
+    dropout: float = 0.0
+    """Dropout on every input path, in training."""
+    update: str = "every_step"
+    """``every_step``: each layer steps its optimiser at every iteration (RecurrentForwardForward);
+    ``per_sequence``: losses are summed over the iterations and applied once."""
+    window: list[int] = field(default_factory=lambda: [2, 5])
+    """Iterations ``[start, stop)`` (0-based) whose goodness is summed to predict."""
+
+
+@dataclass
 class NegativesConfig:
     """How negative data is made."""
 
@@ -159,6 +183,7 @@ class RunConfig:
     """The published figure this preset reproduces, for reports."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    recurrent: RecurrentConfig = field(default_factory=RecurrentConfig)
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -313,7 +338,29 @@ def validate(config: RunConfig) -> None:
     from forwardforward.negatives import NEGATIVES
 
     m, t, r = config.model, config.train, config.readout
-    _choice("model.kind", m.kind, ("feedforward",))
+    _choice("model.kind", m.kind, ("feedforward", "recurrent"))
+    if m.kind == "recurrent":
+        rc = config.recurrent
+        _choice("recurrent.update", rc.update, ("every_step", "per_sequence"))
+        if rc.steps < 1 or not 0 < rc.damping <= 1 or not 0 <= rc.dropout < 1:
+            raise ConfigError("recurrent: steps >= 1, damping in (0, 1], dropout in [0, 1)")
+        if not 0 <= rc.label_hidden_steps < rc.steps:
+            raise ConfigError("recurrent.label_hidden_steps must be in [0, recurrent.steps)")
+        if len(rc.window) != 2 or not 0 <= rc.window[0] < rc.window[1] <= rc.steps:
+            raise ConfigError(
+                f"recurrent.window must be [start, stop) within 0..{rc.steps}, got {rc.window}"
+            )
+        neg = config.negatives
+        if m.local or neg.kind not in ("random_wrong", "hard") or neg.scores != "goodness":
+            raise ConfigError(
+                "the recurrent net takes fully connected layers (its label enters at the top, "
+                "model.label is not used) and random_wrong or hard negatives scored by goodness"
+            )
+        if config.readout.kind != "goodness" or t.schedule != "simultaneous":
+            raise ConfigError(
+                "the recurrent net predicts by goodness (readout.kind = 'goodness') and trains "
+                "all layers together (train.schedule = 'simultaneous')"
+            )
     for registry, value in (
         (NORMS, m.norm),
         (ACTIVATIONS, m.activation),

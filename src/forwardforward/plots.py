@@ -105,3 +105,25 @@ def fields_figure(
         raise TypeError(f"no receptive fields for {type(layer).__name__}")
     weights = layer.weight[:n, : c * h * w].view(-1, c, h, w)[:, 0]
     return grid(normalise_each(weights), cols=8, scale=3)
+
+
+def settling_figure(images: Tensor, goodness: Tensor, cell: int = 6) -> npt.NDArray[np.uint8]:
+    """For a few images ``(N, 1, H, W)``: the image above a heat map of its goodness per
+    candidate label (rows) and iteration (columns), ``goodness`` ``(N, C, T)``; every column is
+    scaled to its own range, so the brightest cell is the label that wins at that step."""
+    n, c, t = goodness.shape
+    h, w = images.shape[-2:]
+    tile_w = max(w * 2, t * cell)
+    tile_h = h * 2 + 4 + c * cell
+    out = np.full((tile_h + 4, n * (tile_w + 4) + 4), 255, dtype=np.uint8)
+    g = goodness.float()
+    lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+    maps = (g - lo) / (hi - lo).clamp_min(1e-12)
+    for k in range(n):
+        x0 = 4 + k * (tile_w + 4)
+        img = (images[k, 0].float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
+        out[2 : 2 + 2 * h, x0 : x0 + 2 * w] = np.kron(img, np.ones((2, 2), dtype=np.uint8))
+        heat = (maps[k].cpu().numpy() * 255).round().astype(np.uint8)
+        block = np.kron(heat, np.ones((cell, cell), dtype=np.uint8))
+        out[6 + 2 * h : 6 + 2 * h + c * cell, x0 : x0 + t * cell] = block
+    return out

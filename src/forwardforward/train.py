@@ -30,6 +30,7 @@ from forwardforward.errors import CheckpointError, ConfigError
 from forwardforward.nets.backprop import BackpropNet
 from forwardforward.nets.base import Trainable
 from forwardforward.nets.feedforward import FFNet
+from forwardforward.nets.recurrent import RecurrentFFNet
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -77,6 +78,8 @@ def build_net(
     """The network a configuration describes (or its backprop twin)."""
     if backprop:
         return BackpropNet(config, in_shape, num_classes)
+    if config.model.kind == "recurrent":
+        return RecurrentFFNet(config, in_shape, num_classes)
     return FFNet(config, in_shape, num_classes)
 
 

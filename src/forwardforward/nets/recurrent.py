@@ -1,0 +1,257 @@
+"""The recurrent FF net: Hinton's GLOM-like net and RecurrentForwardForward's variant.
+
+The image is clamped at the bottom and the label code at the top. Every hidden layer is
+updated synchronously from the states of the step before::
+
+    proposed_l = act(W_f norm(h_{l-1}) + s W_b norm(h_{l+1}) + W_lat norm(h_l) + b)
+    h_l <- (1 - damping) h_l + damping proposed_l
+
+with ``h_0`` the image, ``h_{L+1}`` the label code (one-hot; uniform ``1/C`` while the label is
+hidden), ``s = -1`` when the top-down input is negated (RecurrentForwardForward) and the
+lateral term optional. Every input is detached: a layer learns from its own loss at each step
+only. Positive (true label) and negative (wrong label) sequences run as one stacked batch;
+prediction runs every candidate label as one batch and sums goodness over a window of steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.goodness import GOODNESS, signed
+from forwardforward.layers import ACTIVATIONS, normalize
+from forwardforward.losses import LOSSES
+from forwardforward.negatives import NEGATIVES, Hard
+from forwardforward.nets.base import OwnsOptimizers, lr_lambda, optimizer_from_config
+
+
+class RecurrentLayer(nn.Module):
+    """One hidden layer of the recurrent net: bottom-up, top-down and optional lateral weights.
+
+    Args:
+        below: width of the layer below (the image for the first layer).
+        width: this layer's width ``H``.
+        above: width of the layer above (the label code for the top layer).
+        lateral: whether the layer sees its own previous state.
+    """
+
+    def __init__(self, below: int, width: int, above: int, lateral: bool) -> None:
+        super().__init__()
+        self.width = width
+        self.bottom_up = nn.Linear(below, width)
+        self.top_down = nn.Linear(above, width, bias=False)
+        nn.init.uniform_(self.top_down.weight, -0.05, 0.05)
+        self.lateral: nn.Linear | None = None
+        if lateral:
+            self.lateral = nn.Linear(width, width, bias=False)
+            nn.init.orthogonal_(self.lateral.weight, gain=0.5)
+
+    def propose(self, below: Tensor, above: Tensor, own: Tensor, sign: float, p: float) -> Tensor:
+        """The pre-activation from the (already normalised, detached) inputs ``(B, .)``."""
+        z: Tensor = self.bottom_up(F.dropout(below, p, self.training))
+        z = z + sign * self.top_down(F.dropout(above, p, self.training))
+        if self.lateral is not None:
+            z = z + self.lateral(F.dropout(own, p, self.training))
+        return z
+
+
+class RecurrentFFNet(OwnsOptimizers, nn.Module):
+    """The recurrent FF net (``model.kind = "recurrent"``; options in ``[recurrent]``).
+
+    Inputs are images ``(B, C, H, W)`` (uint8 or float); the same image is shown at every step.
+    """
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        m, rc = config.model, config.recurrent
+        self.config = config
+        self.in_shape = tuple(in_shape)
+        self.num_classes = num_classes
+        widths = [math.prod(in_shape), *m.layers, num_classes]
+        self.layers = nn.ModuleList(
+            RecurrentLayer(widths[i], widths[i + 1], widths[i + 2], rc.lateral)
+            for i in range(len(m.layers))
+        )
+        self.widths = list(m.layers)
+        self.act = ACTIVATIONS[m.activation]
+        self.goodness = GOODNESS[m.goodness]
+        self.loss_fn = LOSSES[m.loss]
+        sampler = NEGATIVES[config.negatives.kind]
+        self.sampler = Hard(config.negatives.temperature) if isinstance(sampler, Hard) else sampler
+        theta = m.theta
+        self.thetas = [
+            (float(w) if m.goodness == "sum_squares" else 1.0) if theta == "units" else float(theta)
+            for w in m.layers
+        ]
+        self.readout_layers = list(config.readout.layers) or list(range(len(m.layers)))
+        self.sign = -1.0 if rc.negate_top_down else 1.0
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+
+    # -- dynamics --------------------------------------------------------------------------------
+
+    def flat(self, x: Tensor) -> Tensor:
+        x = x.reshape(x.shape[0], -1)
+        return x if x.is_floating_point() else x.float() / 255.0
+
+    def initial_states(self, n: int, device: torch.device) -> list[Tensor]:
+        return [torch.zeros(n, w, device=device) for w in self.widths]
+
+    def step(self, image: Tensor, label: Tensor, states: list[Tensor]) -> list[Tensor]:
+        """One synchronous update: ``image`` ``(N, D)``, ``label`` code ``(N, C)``, states of the
+        step before (detached) -> the new states (with the graph of this step only)."""
+        rc, norm = self.config.recurrent, self.config.model.norm
+        prev = [s.detach() for s in states]
+        below = [normalize(image, norm), *(normalize(s, norm) for s in prev[:-1])]
+        above = [*(normalize(s, norm) for s in prev[1:]), label]
+        new = []
+        for i, layer in enumerate(self.layers):
+            assert isinstance(layer, RecurrentLayer)
+            own = normalize(prev[i], norm)
+            proposed = self.act(layer.propose(below[i], above[i], own, self.sign, rc.dropout))
+            new.append((1 - rc.damping) * prev[i] + rc.damping * proposed)
+        return new
+
+    def label_code(self, y: Tensor, hidden: bool) -> Tensor:
+        """One-hot codes ``(N, C)``, or uniform ``1/C`` while the label is hidden."""
+        if hidden:
+            return torch.full(
+                (y.shape[0], self.num_classes), 1.0 / self.num_classes, device=y.device
+            )
+        return F.one_hot(y, self.num_classes).float()
+
+    # -- training --------------------------------------------------------------------------------
+
+    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
+        o = self.config.optim
+        rc = self.config.recurrent
+        per_batch = rc.steps - rc.label_hidden_steps if rc.update == "every_step" else 1
+        total = steps_per_epoch * train.epochs * per_batch
+        self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total))
+            for opt in self.optimizers
+        ]
+
+    def phases(self) -> int:
+        return 1
+
+    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
+        return None
+
+    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        return None
+
+    def _losses(self, states: list[Tensor], b: int) -> list[Tensor]:
+        m = self.config.model
+        out = []
+        for i, h in enumerate(states):
+            pos = signed(self.goodness(h[:b]), m.maximize)
+            neg = signed(self.goodness(h[b:]), m.maximize)
+            theta = self.thetas[i] if m.maximize else -self.thetas[i]
+            out.append(self.loss_fn(pos, neg, theta, m.alpha))
+        return out
+
+    def _learn(self, losses: list[Tensor]) -> None:
+        stacked = torch.stack([loss.detach() for loss in losses])
+        if not bool(torch.isfinite(stacked).all()):
+            from forwardforward.errors import TrainingDiverged
+
+            bad = int((~torch.isfinite(stacked)).nonzero()[0])
+            step = int(self.schedulers[0].last_epoch)
+            raise TrainingDiverged(f"loss of layer {bad} is {stacked[bad].item()} at step {step}")
+        torch.stack(losses).sum().backward()
+        for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """Run positive and negative sequences as one batch; learn at every step after the label
+        is shown (or once per sequence)."""
+        rc = self.config.recurrent
+        xf = self.flat(x)
+        scores = self.label_scores(xf) if self.sampler.needs_scores else None
+        if scores is not None and not self.config.model.maximize:
+            scores = -scores
+        _, q_neg = self.sampler(y, self.num_classes, gen, scores)
+        b = xf.shape[0]
+        image = torch.cat([xf, xf])
+        codes = torch.cat([F.one_hot(y, self.num_classes).float(), q_neg])
+        hidden = self.label_code(torch.cat([y, y]), hidden=True)
+        states = self.initial_states(2 * b, xf.device)
+        pending: list[Tensor] = []
+        sums = torch.zeros(len(self.layers))
+        for t in range(rc.steps):
+            showing = t >= rc.label_hidden_steps
+            if not showing:
+                with torch.no_grad():
+                    states = self.step(image, hidden, states)
+                continue
+            states = self.step(image, codes, states)
+            losses = self._losses(states, b)
+            sums += torch.stack([loss.detach() for loss in losses])
+            if rc.update == "every_step":
+                self._learn(losses)
+            else:
+                pending.extend(losses)
+            states = [s.detach() for s in states]
+        if pending:
+            self._learn(pending)
+        shown = rc.steps - rc.label_hidden_steps
+        return {f"loss{i}": sums[i] / shown for i in range(len(self.layers))}
+
+    # -- prediction ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def settle(self, x: Tensor, labels: Tensor) -> Tensor:
+        """Goodness per step and layer for images ``(N, ...)`` with label indices ``(N,)``:
+        ``(T, L, N)``. The label is hidden for the first ``label_hidden_steps`` steps."""
+        rc = self.config.recurrent
+        xf = self.flat(x)
+        states = self.initial_states(xf.shape[0], xf.device)
+        codes = self.label_code(labels, hidden=False)
+        hidden = self.label_code(labels, hidden=True)
+        out = []
+        for t in range(rc.steps):
+            states = self.step(xf, codes if t >= rc.label_hidden_steps else hidden, states)
+            out.append(torch.stack([self.goodness(s) for s in states]))
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        """Goodness summed over the window's steps and ``layers`` for every label: ``(B, C)``.
+        All labels run as one ``(B C)``-row batch."""
+        layers = self.readout_layers if layers is None else layers
+        xf = self.flat(x)
+        b, c = xf.shape[0], self.num_classes
+        labels = torch.arange(c, device=xf.device).repeat(b)
+        g = self.settle(xf.repeat_interleave(c, 0), labels)  # (T, L, B C)
+        start, stop = self.config.recurrent.window
+        return g[start:stop, layers].sum((0, 1)).view(b, c)
+
+    @torch.no_grad()
+    def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        """:meth:`label_scores` one label at a time (a reference for tests)."""
+        layers = self.readout_layers if layers is None else layers
+        xf = self.flat(x)
+        start, stop = self.config.recurrent.window
+        cols = []
+        for c in range(self.num_classes):
+            labels = torch.full((xf.shape[0],), c, dtype=torch.long, device=xf.device)
+            cols.append(self.settle(xf, labels)[start:stop, layers].sum((0, 1)))
+        return torch.stack(cols, 1)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        scores = self.label_scores(x)
+        select = self.config.readout.select
+        if select == "auto":
+            select = "argmax" if self.config.model.maximize else "argmin"
+        return scores.argmax(1) if select == "argmax" else scores.argmin(1)

@@ -1,0 +1,97 @@
+"""The recurrent FF net."""
+
+from __future__ import annotations
+
+import torch
+
+from forwardforward.config import RunConfig, load_preset
+from forwardforward.layers import normalize
+from forwardforward.nets.recurrent import RecurrentFFNet
+
+BASE = [
+    "model.kind=recurrent",
+    "model.layers=[12, 8]",
+    "negatives.kind=random_wrong",
+    "negatives.scores=goodness",
+    "readout.kind=goodness",
+    "recurrent.steps=6",
+    "recurrent.window=[2, 5]",
+]
+
+
+def _config(*extra: str) -> RunConfig:
+    return load_preset("mnist-quick", [*BASE, *extra])
+
+
+def _net(*extra: str, shape: tuple[int, ...] = (1, 4, 4)) -> RecurrentFFNet:
+    torch.manual_seed(0)
+    return RecurrentFFNet(_config(*extra), shape, 3)
+
+
+def test_damping_update_matches_its_formula() -> None:
+    net = _net("recurrent.damping=0.7", "recurrent.lateral=true", "recurrent.negate_top_down=true")
+    x = torch.rand(5, 16)
+    label = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
+    prev = [torch.rand(5, 12), torch.rand(5, 8)]
+    new = net.step(x, label, prev)
+    n = lambda t: normalize(t, "rms")  # noqa: E731
+    l0, l1 = net.layers
+    z0 = l0.bottom_up(n(x)) - l0.top_down(n(prev[1])) + l0.lateral(n(prev[0]))
+    z1 = l1.bottom_up(n(prev[0])) - l1.top_down(label) + l1.lateral(n(prev[1]))
+    act = net.act
+    torch.testing.assert_close(new[0], 0.3 * prev[0] + 0.7 * act(z0))
+    torch.testing.assert_close(new[1], 0.3 * prev[1] + 0.7 * act(z1))
+
+
+def test_activities_do_not_depend_on_a_hidden_label() -> None:
+    net = _net("recurrent.label_hidden_steps=3")
+    x = torch.rand(4, 1, 4, 4)
+    g0 = net.settle(x, torch.zeros(4, dtype=torch.long))
+    g1 = net.settle(x, torch.full((4,), 2, dtype=torch.long))
+    assert torch.equal(g0[:3], g1[:3])  # label hidden: identical
+    assert not torch.equal(g0[3:], g1[3:])  # shown: the label matters
+
+
+def test_batched_prediction_equals_the_per_label_loop() -> None:
+    net = _net("recurrent.lateral=true", "recurrent.label_hidden_steps=1")
+    x = torch.rand(7, 1, 4, 4)
+    torch.testing.assert_close(net.label_scores(x), net.label_scores_naive(x))
+
+
+def test_state_dict_round_trips_every_weight() -> None:
+    net = _net("recurrent.lateral=true")
+    keys = set(net.state_dict())
+    for i in range(2):
+        for part in ("bottom_up.weight", "bottom_up.bias", "top_down.weight", "lateral.weight"):
+            assert f"layers.{i}.{part}" in keys
+    other = _net("recurrent.lateral=true")
+    for p in other.parameters():
+        torch.nn.init.normal_(p)
+    other.load_state_dict(net.state_dict())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k]), k
+    assert len(list(net.parameters())) == 2 * 4
+
+
+def test_only_label_steps_learn_and_no_gradient_crosses_steps() -> None:
+    net = _net("recurrent.label_hidden_steps=2", "recurrent.update=every_step")
+    net.configure(net.config.train, 10)
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    before = [p.detach().clone() for p in net.parameters()]
+    net.train_step(x, y, torch.arange(6), torch.Generator().manual_seed(0))
+    assert int(net.schedulers[0].last_epoch) == 6 - 2  # one optimiser step per shown step
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+    # a step's states carry no graph into the next step
+    states = net.step(torch.rand(2, 16), torch.eye(3)[:2], net.initial_states(2, x.device))
+    nxt = net.step(torch.rand(2, 16), torch.eye(3)[:2], states)
+    nxt[1].sum().backward()
+    assert net.layers[0].bottom_up.weight.grad is None  # layer 0 only reaches layer 1 detached
+
+
+def test_recurrent_net_learns_on_synthetic_data() -> None:
+    from forwardforward.train import Trainer
+
+    config = _config(
+        "data.dataset=synthetic", "model.layers=[64, 64]", "train.epochs=2", "train.threads=1"
+    )
+    assert Trainer(config, progress=False).fit()["test_acc"] > 0.5
