@@ -215,7 +215,7 @@ def test_a_missing_toml_path_is_an_unknown_preset(tmp_path: Path) -> None:
         ("optim.schedule=step", ["constant", "cooldown", "cosine"]),
         ("train.schedule=random", ["simultaneous", "greedy"]),
         ("train.precision=fp16", ["fp32", "bf16"]),
-        ("model.kind=recurrent", ["feedforward"]),
+        ("model.kind=convolutional", ["feedforward", "recurrent"]),
     ],
 )
 def test_unknown_names_are_config_errors_listing_the_choices(
