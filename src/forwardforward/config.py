@@ -37,6 +37,10 @@ class DataConfig:
     """Fraction of the training set used at all (a quick-run knob)."""
     eval_split: str = "test"
     """Split scored every ``eval_every`` epochs: ``test`` or ``val``."""
+    frames: int = 20
+    """Moving MNIST: frames per sequence."""
+    canvas: int = 64
+    """Moving MNIST: canvas size in pixels."""
 
 
 @dataclass

@@ -101,3 +101,47 @@ class BackpropNet(OwnsOptimizers, nn.Module):
     def predict(self, x: Tensor) -> Tensor:
         logits: Tensor = self(x)
         return logits.argmax(1)
+
+
+class RecurrentBackpropNet(BackpropNet):
+    """The recurrent twin, trained by backpropagation through time: a stack of recurrent
+    layers of the FF net's widths, the same iterations, frames and damping, and a linear output
+    on the top layer's states averaged over the prediction window."""
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        nn.Module.__init__(self)
+        from forwardforward.data.video import SEQUENCES
+
+        self.config = config
+        self.sequence = config.data.dataset in SEQUENCES
+        frame = math.prod(in_shape[1:]) if self.sequence else math.prod(in_shape)
+        widths = [frame, *config.model.layers]
+        act = config.model.activation
+        self.act = ACTIVATIONS["relu" if act == "relu_st" else act]
+        self.inputs = nn.ModuleList(
+            nn.Linear(widths[i], widths[i + 1]) for i in range(len(widths) - 1)
+        )
+        self.recurrent = nn.ModuleList(nn.Linear(w, w, bias=False) for w in config.model.layers)
+        self.head = nn.Linear(widths[-1], num_classes)
+        self.optimizers = []
+        self.schedulers = []
+        self.autocast_dtype = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images or sequences ``(B, F, ...)`` -> logits ``(B, C)``."""
+        rc = self.config.recurrent
+        frames = x.reshape(x.shape[0], x.shape[1] if self.sequence else 1, -1)
+        frames = frames if frames.is_floating_point() else frames.float() / 255.0
+        states = [frames.new_zeros(frames.shape[0], w) for w in self.config.model.layers]
+        start, stop = rc.window
+        pooled = frames.new_zeros(frames.shape[0], states[-1].shape[1])
+        for t in range(rc.steps):
+            below = frames[:, min(t, frames.shape[1] - 1)]
+            for i, (inp, rec) in enumerate(zip(self.inputs, self.recurrent, strict=True)):
+                proposed = self.act(inp(below) + rec(states[i]))
+                states[i] = (1 - rc.damping) * states[i] + rc.damping * proposed
+                below = states[i]
+            if start <= t < stop:
+                pooled = pooled + states[-1] / (stop - start)
+        out: Tensor = self.head(pooled)
+        return out

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.data.video import SEQUENCES
 from forwardforward.goodness import GOODNESS, signed
 from forwardforward.layers import ACTIVATIONS, normalize
 from forwardforward.losses import LOSSES
@@ -71,7 +72,10 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
         self.config = config
         self.in_shape = tuple(in_shape)
         self.num_classes = num_classes
-        widths = [math.prod(in_shape), *m.layers, num_classes]
+        # sequence data keeps time in the channels: frame t is shown at iteration t
+        self.sequence = config.data.dataset in SEQUENCES
+        frame = math.prod(in_shape[1:]) if self.sequence else math.prod(in_shape)
+        widths = [frame, *m.layers, num_classes]
         self.layers = nn.ModuleList(
             RecurrentLayer(widths[i], widths[i + 1], widths[i + 2], rc.lateral)
             for i in range(len(m.layers))
@@ -94,9 +98,15 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
 
     # -- dynamics --------------------------------------------------------------------------------
 
-    def flat(self, x: Tensor) -> Tensor:
-        x = x.reshape(x.shape[0], -1)
-        return x if x.is_floating_point() else x.float() / 255.0
+    def frames(self, x: Tensor) -> Tensor:
+        """Inputs -> frames ``(B, F, D)`` float (``F = 1`` for a static image)."""
+        f = x.reshape(x.shape[0], x.shape[1] if self.sequence else 1, -1)
+        return f if f.is_floating_point() else f.float() / 255.0
+
+    @staticmethod
+    def frame(frames: Tensor, t: int) -> Tensor:
+        """The frame shown at iteration ``t``: the last one once the sequence has ended."""
+        return frames[:, min(t, frames.shape[1] - 1)]
 
     def initial_states(self, n: int, device: torch.device) -> list[Tensor]:
         return [torch.zeros(n, w, device=device) for w in self.widths]
@@ -176,25 +186,25 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
         """Run positive and negative sequences as one batch; learn at every step after the label
         is shown (or once per sequence)."""
         rc = self.config.recurrent
-        xf = self.flat(x)
-        scores = self.label_scores(xf) if self.sampler.needs_scores else None
+        fr = self.frames(x)
+        scores = self.label_scores(fr) if self.sampler.needs_scores else None
         if scores is not None and not self.config.model.maximize:
             scores = -scores
         _, q_neg = self.sampler(y, self.num_classes, gen, scores)
-        b = xf.shape[0]
-        image = torch.cat([xf, xf])
+        b = fr.shape[0]
+        both = torch.cat([fr, fr])
         codes = torch.cat([F.one_hot(y, self.num_classes).float(), q_neg])
         hidden = self.label_code(torch.cat([y, y]), hidden=True)
-        states = self.initial_states(2 * b, xf.device)
+        states = self.initial_states(2 * b, fr.device)
         pending: list[Tensor] = []
         sums = torch.zeros(len(self.layers))
         for t in range(rc.steps):
             showing = t >= rc.label_hidden_steps
             if not showing:
                 with torch.no_grad():
-                    states = self.step(image, hidden, states)
+                    states = self.step(self.frame(both, t), hidden, states)
                 continue
-            states = self.step(image, codes, states)
+            states = self.step(self.frame(both, t), codes, states)
             losses = self._losses(states, b)
             sums += torch.stack([loss.detach() for loss in losses])
             if rc.update == "every_step":
@@ -214,13 +224,14 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
         """Goodness per step and layer for images ``(N, ...)`` with label indices ``(N,)``:
         ``(T, L, N)``. The label is hidden for the first ``label_hidden_steps`` steps."""
         rc = self.config.recurrent
-        xf = self.flat(x)
-        states = self.initial_states(xf.shape[0], xf.device)
+        fr = self.frames(x)
+        states = self.initial_states(fr.shape[0], fr.device)
         codes = self.label_code(labels, hidden=False)
         hidden = self.label_code(labels, hidden=True)
         out = []
         for t in range(rc.steps):
-            states = self.step(xf, codes if t >= rc.label_hidden_steps else hidden, states)
+            label = codes if t >= rc.label_hidden_steps else hidden
+            states = self.step(self.frame(fr, t), label, states)
             out.append(torch.stack([self.goodness(s) for s in states]))
         return torch.stack(out)
 
@@ -229,10 +240,10 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
         """Goodness summed over the window's steps and ``layers`` for every label: ``(B, C)``.
         All labels run as one ``(B C)``-row batch."""
         layers = self.readout_layers if layers is None else layers
-        xf = self.flat(x)
-        b, c = xf.shape[0], self.num_classes
-        labels = torch.arange(c, device=xf.device).repeat(b)
-        g = self.settle(xf.repeat_interleave(c, 0), labels)  # (T, L, B C)
+        fr = self.frames(x)
+        b, c = fr.shape[0], self.num_classes
+        labels = torch.arange(c, device=fr.device).repeat(b)
+        g = self.settle(fr.repeat_interleave(c, 0), labels)  # (T, L, B C)
         start, stop = self.config.recurrent.window
         return g[start:stop, layers].sum((0, 1)).view(b, c)
 
@@ -240,12 +251,12 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
     def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
         """:meth:`label_scores` one label at a time (a reference for tests)."""
         layers = self.readout_layers if layers is None else layers
-        xf = self.flat(x)
+        fr = self.frames(x)
         start, stop = self.config.recurrent.window
         cols = []
         for c in range(self.num_classes):
-            labels = torch.full((xf.shape[0],), c, dtype=torch.long, device=xf.device)
-            cols.append(self.settle(xf, labels)[start:stop, layers].sum((0, 1)))
+            labels = torch.full((fr.shape[0],), c, dtype=torch.long, device=fr.device)
+            cols.append(self.settle(fr, labels)[start:stop, layers].sum((0, 1)))
         return torch.stack(cols, 1)
 
     @torch.no_grad()
