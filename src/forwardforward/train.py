@@ -258,6 +258,7 @@ class Trainer:
             first_epoch = self.next_epoch if phase == self.next_phase else 0
             for epoch in range(first_epoch, self.epochs):
                 tic = time.perf_counter()
+                self.net.begin_epoch(x, y, self.gen)
                 sums: dict[str, Tensor] = {}
                 perm = torch.randperm(len(y), generator=self.gen, device=self.device)
                 bar = tqdm(

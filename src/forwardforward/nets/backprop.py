@@ -14,10 +14,10 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
-from forwardforward.nets.base import OwnsOptimizers, lr_lambda, optimizer_from_config
+from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config
 
 
-class BackpropNet(OwnsOptimizers, nn.Module):
+class BackpropNet(NetBase, nn.Module):
     """An MLP ``D -> layers... -> C`` with the FF preset's activation, trained by backprop.
 
     The straight-through ReLU of the FF preset is a plain ReLU here (backprop needs no trick).
@@ -67,15 +67,6 @@ class BackpropNet(OwnsOptimizers, nn.Module):
             )
         ]
         self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
-
-    def phases(self) -> int:
-        return 1
-
-    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
-        return None
-
-    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
-        return None
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator

@@ -33,6 +33,8 @@ class Trainable(Protocol):
 
     def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None: ...
 
+    def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None: ...
+
     def predict(self, x: Tensor) -> Tensor: ...
 
     def optim_state_dict(self) -> dict[str, Any]: ...
@@ -61,6 +63,23 @@ class OwnsOptimizers:
             opt.load_state_dict(s)
         for sched, s in zip(self.schedulers, state["schedulers"], strict=True):
             sched.load_state_dict(s)
+
+
+class NetBase(OwnsOptimizers):
+    """Defaults for the trainer's hooks: one phase, nothing to do between phases or epochs."""
+
+    def phases(self) -> int:
+        return 1
+
+    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
+        return None
+
+    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        return None
+
+    def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        """Called before every epoch, with the run's generator (e.g. to refresh negatives)."""
+        return None
 
 
 def lr_lambda(schedule: str, total_steps: int) -> Callable[[int], float]:

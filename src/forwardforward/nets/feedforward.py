@@ -23,7 +23,7 @@ from forwardforward.negatives import (
     NegativeSampler,
 )
 from forwardforward.nets.base import (
-    OwnsOptimizers,
+    NetBase,
     lr_lambda,
     make_optimizer,
     optimizer_from_config,
@@ -41,7 +41,7 @@ def make_encoder(
     return cls(num_classes, d, value)
 
 
-class FFNet(OwnsOptimizers, nn.Module):
+class FFNet(NetBase, nn.Module):
     """A stack of :class:`FFLinear` layers trained with Forward-Forward.
 
     Args:

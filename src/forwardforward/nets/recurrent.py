@@ -27,7 +27,7 @@ from forwardforward.goodness import GOODNESS, signed
 from forwardforward.layers import ACTIVATIONS, normalize
 from forwardforward.losses import LOSSES
 from forwardforward.negatives import NEGATIVES, Hard
-from forwardforward.nets.base import OwnsOptimizers, lr_lambda, optimizer_from_config
+from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config
 
 
 class RecurrentLayer(nn.Module):
@@ -60,7 +60,7 @@ class RecurrentLayer(nn.Module):
         return z
 
 
-class RecurrentFFNet(OwnsOptimizers, nn.Module):
+class RecurrentFFNet(NetBase, nn.Module):
     """The recurrent FF net (``model.kind = "recurrent"``; options in ``[recurrent]``).
 
     Inputs are images ``(B, C, H, W)`` (uint8 or float); the same image is shown at every step.
@@ -146,15 +146,6 @@ class RecurrentFFNet(OwnsOptimizers, nn.Module):
             torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total))
             for opt in self.optimizers
         ]
-
-    def phases(self) -> int:
-        return 1
-
-    def begin_phase(self, phase: int, x: Tensor, y: Tensor) -> None:
-        return None
-
-    def end_phase(self, phase: int, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
-        return None
 
     def _losses(self, states: list[Tensor], b: int) -> list[Tensor]:
         m = self.config.model
