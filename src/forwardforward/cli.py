@@ -205,6 +205,26 @@ def _cmd_plot_settling(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from forwardforward.data.text import decode, encode, normalise
+    from forwardforward.nets.sequence import SequenceFFNet
+    from forwardforward.train import load_run
+
+    _, _, net, _ = load_run(Path(args.run_dir))
+    if not isinstance(net, SequenceFFNet):
+        raise FFError(f"{args.run_dir}: generate needs a text run (data.dataset = 'aesop')")
+    prompt = normalise(args.prompt)
+    if not prompt:
+        raise FFError("the prompt has no character of the alphabet")
+    prompt = prompt[-net.context :].rjust(net.context)
+    gen = torch.Generator().manual_seed(args.seed)
+    codes = net.generate(encode(prompt)[None], args.length, args.temperature, gen)
+    print(decode(codes[0]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ff", description="Forward-Forward training for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -272,6 +292,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_plot_settling)
+
+    p = sub.add_parser("generate", help="sample text from a trained Aesop run")
+    p.add_argument("run_dir")
+    p.add_argument("--prompt", default="the fox ")
+    p.add_argument("--length", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: always the best character")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("eval", help="accuracy of a saved run")
     p.add_argument("run_dir")

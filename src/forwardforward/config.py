@@ -376,8 +376,18 @@ def validate(config: RunConfig) -> None:
     from forwardforward.negatives import IMAGE_NEGATIVES
 
     unsupervised = config.negatives.kind in IMAGE_NEGATIVES
-    if not unsupervised:
+    if config.negatives.kind == "self_generated":
+        if config.data.dataset != "aesop" or m.kind != "feedforward":
+            raise ConfigError("negatives.kind = 'self_generated' is for data.dataset = 'aesop'")
+    elif not unsupervised:
         NEGATIVES[config.negatives.kind]
+    if config.data.dataset == "aesop" and (
+        m.label != "concat" or config.data.val_fraction or config.data.fraction != 1
+    ):
+        raise ConfigError(
+            "data.dataset = 'aesop' takes model.label = 'concat' (the candidate character is "
+            "appended to the context) and all its strings (no fraction or validation split)"
+        )
     if unsupervised and (r.kind != "probe" or m.label != "none"):
         raise ConfigError(
             f"negatives.kind = {config.negatives.kind!r} is unsupervised: it needs "

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from forwardforward.checkpoint import atomic_write_text, load_into, read_checkpoint, save_checkpoint
 from forwardforward.config import RunConfig, from_dict, to_dict, validate
 from forwardforward.data.synthetic import synthetic_dataset
+from forwardforward.data.text import aesop_dataset
 from forwardforward.data.video import SEQUENCES, moving_mnist, sequential_mnist
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
 from forwardforward.errors import CheckpointError, ConfigError
@@ -32,6 +33,7 @@ from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
 from forwardforward.nets.base import Trainable
 from forwardforward.nets.feedforward import FFNet
 from forwardforward.nets.recurrent import RecurrentFFNet
+from forwardforward.nets.sequence import SequenceFFNet
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -58,6 +60,8 @@ def load_data(
     d = config.data
     if d.dataset in SEQUENCES:
         return sequence_dataset(config, data_dir, device)
+    if d.dataset == "aesop":
+        return aesop_dataset(data_dir, device=device)
     if d.dataset == "synthetic":
         return synthetic_dataset(
             n_train=max(round(2000 * d.fraction), 10),
@@ -112,6 +116,8 @@ def build_net(
         return BackpropNet(config, in_shape, num_classes)
     if config.model.kind == "recurrent":
         return RecurrentFFNet(config, in_shape, num_classes)
+    if config.data.dataset == "aesop":
+        return SequenceFFNet(config, in_shape, num_classes)
     return FFNet(config, in_shape, num_classes)
 
 
@@ -370,6 +376,8 @@ def load_run(
         in_shape, num_classes = (config.data.frames, config.data.canvas, config.data.canvas), 10
     elif config.data.dataset == "sequential_mnist":
         in_shape, num_classes = (28, 1, 28), 10
+    elif config.data.dataset == "aesop":
+        in_shape, num_classes = (1, 10, 30), 30
     else:
         spec = dataset_spec(config.data.dataset)
         in_shape, num_classes = spec.image_shape, spec.num_classes

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from forwardforward.data.fetch import resolve_data_dir
+from forwardforward.data.vision import Split, VisionDataset
 from forwardforward.errors import DataError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz ,.;"
@@ -116,3 +117,34 @@ def load_aesop(
     if verify and hashlib.sha256(raw).hexdigest() != AESOP_SHA256:
         raise DataError(f"{path}: sha256 mismatch: not the expected Project Gutenberg file")
     return aesop_strings(normalise(book_text(raw.decode("utf-8", "replace"), str(path))), **kwargs)
+
+
+def one_hot_windows(contexts: Tensor) -> Tensor:
+    """Contexts ``(N, K)`` -> one-hot "images" ``(N, 1, K, 30)`` uint8 (0 or 255)."""
+    eye = torch.eye(len(ALPHABET), dtype=torch.uint8) * 255
+    return eye[contexts][:, None]
+
+
+def aesop_dataset(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    context: int = 10,
+    device: str | torch.device = "cpu",
+) -> VisionDataset:
+    """Next-character windows as a dataset: inputs are the previous ``context`` characters
+    one-hot ``(N, 1, context, 30)``, labels the next character. Training windows come from the
+    248 training strings in order (string by string, so the first window of string ``s`` is
+    ``s * (100 - context)``), test windows from the held-out strings."""
+    data = load_aesop(data_dir)
+    splits = []
+    for strings in (data.train, data.test):
+        ctx, nxt = windows(strings, context)
+        splits.append(Split(one_hot_windows(ctx), nxt))
+    return VisionDataset(
+        name="aesop",
+        num_classes=len(ALPHABET),
+        classes=tuple(ALPHABET),
+        train=splits[0],
+        val=None,
+        test=splits[1],
+    ).to(device)

@@ -69,7 +69,9 @@ class FFNet(NetBase, nn.Module):
             self.sampler: NegativeSampler = NEGATIVES["random_wrong"]  # never used
         else:
             width = self.encoder.out_features
-            self.sampler = NEGATIVES[neg.kind]
+            # self-generated sequences replace the sampler (see nets/sequence.py)
+            kind = "random_wrong" if neg.kind == "self_generated" else neg.kind
+            self.sampler = NEGATIVES[kind]
             if isinstance(self.sampler, Hard):
                 self.sampler = Hard(temperature=neg.temperature)
         made = self._make_layers(width)

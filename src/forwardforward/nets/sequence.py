@@ -1,0 +1,91 @@
+"""Hinton's next-character FF model on Aesop's fables (section 5 of the paper).
+
+An example is the previous 10 characters (one-hot) with a candidate next character appended
+(``model.label = "concat"``); goodness should be high when the candidate is the real next
+character. The net is a :class:`~forwardforward.nets.feedforward.FFNet`; what is particular to
+sequences is the negative data:
+
+- **teacher forcing** (``negatives.kind = "hard"``): the real context with the model's own
+  prediction of the next character (sampled from its softmax over the goodness of every
+  character, never the real one);
+- **self-generated** (``negatives.kind = "self_generated"``): before every epoch, in a
+  separate phase, the model generates each training string from its first 10 characters; the
+  negatives are windows of those generated strings with the character the model chose.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from forwardforward.config import RunConfig
+from forwardforward.data.text import ALPHABET
+from forwardforward.nets.feedforward import FFNet
+
+
+class SequenceFFNet(FFNet):
+    """An :class:`FFNet` over one-hot context windows ``(B, 1, K, 30)`` with next-character
+    labels, with self-generated negatives and text generation."""
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__(config, in_shape, num_classes)
+        self.context = in_shape[-2]
+        self.self_generated = config.negatives.kind == "self_generated"
+        self._pool: tuple[Tensor, Tensor] | None = None
+
+    def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        """Self-generated negatives: generate every training string from its first window."""
+        if not self.self_generated:
+            return
+        per_string = 100 - self.context
+        starts = x[::per_string, 0].argmax(-1)  # (S, K) codes of each string's first window
+        generated = self.generate(starts, per_string, temperature=1.0, gen=gen)  # (S, K + P)
+        ctx = generated.unfold(1, self.context, 1)[:, :-1].reshape(-1, self.context)
+        self._pool = (self.flat(_one_hot(ctx)), generated[:, self.context :].reshape(-1))
+
+    def inputs(
+        self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        if not self.self_generated:
+            return super().inputs(xf, y, gen, scores)
+        assert self._pool is not None, "begin_epoch makes the self-generated negatives"
+        pool_x, pool_y = self._pool
+        idx = torch.randint(0, pool_y.shape[0], (xf.shape[0],), generator=gen, device=xf.device)
+        return self.encoder.embed_labels(xf, y), self.encoder.embed_labels(pool_x[idx], pool_y[idx])
+
+    @torch.no_grad()
+    def next_scores(self, contexts: Tensor) -> Tensor:
+        """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``."""
+        scores = self.label_scores(_one_hot(contexts))
+        return scores if self.config.model.maximize else -scores
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: Tensor,
+        length: int,
+        temperature: float = 0.0,
+        gen: torch.Generator | None = None,
+    ) -> Tensor:
+        """Continue prompts ``(B, K)`` of codes by ``length`` characters -> ``(B, K + length)``.
+
+        Temperature 0 takes the best character (deterministic); otherwise characters are sampled
+        from ``softmax(scores / temperature)``.
+        """
+        out = prompt.clone()
+        for _ in range(length):
+            scores = self.next_scores(out[:, -self.context :]).float()
+            if temperature <= 0:
+                nxt = scores.argmax(1)
+            else:
+                logits = scores / temperature
+                probs = torch.softmax(logits - logits.amax(1, keepdim=True), 1)
+                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            out = torch.cat([out, nxt[:, None]], 1)
+        return out
+
+
+def _one_hot(codes: Tensor) -> Tensor:
+    """Codes ``(B, K)`` -> one-hot windows ``(B, 1, K, 30)`` float."""
+    return F.one_hot(codes, len(ALPHABET)).float()[:, None]

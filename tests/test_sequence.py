@@ -1,0 +1,100 @@
+"""Hinton's next-character model: generation and self-generated negatives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from forwardforward.cli import main
+from forwardforward.config import load_preset
+from forwardforward.data.text import ALPHABET, encode, one_hot_windows, windows
+from forwardforward.nets.sequence import SequenceFFNet
+
+
+def _net(kind: str = "self_generated") -> SequenceFFNet:
+    config = load_preset("hinton-aesop-teacher", ["model.layers=[16]", f"negatives.kind={kind}"])
+    torch.manual_seed(0)
+    return SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
+
+
+def _strings(n: int = 3) -> torch.Tensor:
+    text = (
+        "the fox and the grapes. a hungry fox saw some fine bunches of grapes hanging from a vine"
+    )
+    base = encode((text * 3)[:100])
+    return torch.stack([torch.roll(base, 7 * i) for i in range(n)])
+
+
+def test_generation_is_deterministic_at_temperature_zero() -> None:
+    net = _net()
+    prompt = encode("the fox sa")[None]
+    a, b = net.generate(prompt, 30), net.generate(prompt, 30)
+    assert torch.equal(a, b) and a.shape == (1, 40)
+    assert torch.equal(a[:, :10], prompt)
+    g1 = net.generate(prompt, 30, 1.0, torch.Generator().manual_seed(1))
+    g2 = net.generate(prompt, 30, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(g1, g2)
+
+
+def test_self_generated_negatives_never_see_the_true_next_character(monkeypatch) -> None:
+    """A model that always writes 'z' reveals any leak: every negative must be made of the
+    strings' first 10 characters followed by its own 'z's, never of the real text after them."""
+    net = _net()
+    z = ALPHABET.index("z")
+
+    def always_z(contexts: torch.Tensor) -> torch.Tensor:
+        scores = torch.zeros(contexts.shape[0], len(ALPHABET))
+        scores[:, z] = 1e4
+        return scores
+
+    monkeypatch.setattr(net, "next_scores", always_z)
+    strings = _strings()
+    ctx, nxt = windows(strings)
+    net.begin_epoch(one_hot_windows(ctx), nxt, torch.Generator().manual_seed(0))
+    assert net._pool is not None
+    pool_x, pool_y = net._pool
+    assert bool((pool_y == z).all())
+    seen = pool_x.view(-1, 10, 30).argmax(-1)  # the generated contexts
+    for s in range(3):
+        for t in range(90):
+            expected = torch.cat([strings[s, t:10], torch.full((max(t - 0, 0),), z)])[:10]
+            assert torch.equal(seen[s * 90 + t], expected)
+    # the batch's negatives come from that pool only
+    xf = net.flat(one_hot_windows(ctx[:8]))
+    _, neg = net.inputs(xf, nxt[:8], torch.Generator().manual_seed(2), None)
+    assert bool((neg[:, -30:].argmax(1) == z).all())
+
+
+def test_teacher_forcing_negatives_are_real_contexts_with_a_wrong_character() -> None:
+    net = _net("hard")
+    ctx, nxt = windows(_strings())
+    xf = net.flat(one_hot_windows(ctx[:20]))
+    scores = net.label_scores(xf)
+    pos, neg = net.inputs(xf, nxt[:20], torch.Generator().manual_seed(0), scores)
+    assert torch.equal(pos[:, :300], neg[:, :300])  # the real context
+    assert bool((neg[:, 300:].argmax(1) != nxt[:20]).all())  # never the real character
+
+
+@pytest.mark.integration
+def test_generate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from forwardforward.data import resolve_data_dir
+
+    if not (resolve_data_dir() / "text" / "aesop.txt").is_file():
+        pytest.skip("Aesop's Fables not found: set FORWARDFORWARD_DATA")
+    run = tmp_path / "run"
+    args = ["train", "hinton-aesop-teacher", "--out", str(run), "--quiet"]
+    for s in [
+        "model.layers=[32]",
+        "train.epochs=1",
+        "train.threads=1",
+        "negatives.kind=random_wrong",
+    ]:
+        args += ["--set", s]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["generate", str(run), "--prompt", "The Fox", "--length", "20"]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    assert text.startswith("   the fox") and len(text) == 30
+    assert set(text) <= set(ALPHABET)
