@@ -1,7 +1,7 @@
 """Train presets and their backprop twins; store the results; print the README's results table.
 
     python benchmarks/presets.py run PRESET... [--set key=value ...] [--only ff|backprop]
-    python benchmarks/presets.py table
+    python benchmarks/presets.py table [--write README.md]
 
 Each run writes ``results/presets/<preset>.json`` (FF and backprop entries, merged with what is
 already there) and keeps the run folder under ``runs/bench/``. ``table`` prints a Markdown table
@@ -24,6 +24,7 @@ from forwardforward.config import load_preset, preset_names
 from forwardforward.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 STORE = ROOT / "results" / "presets"
 
 
@@ -89,10 +90,18 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--only", choices=["ff", "backprop"])
     p.add_argument("--data-dir")
-    sub.add_parser("table")
+    t = sub.add_parser("table")
+    t.add_argument("--write", help="replace the table between the results markers of this file")
     args = parser.parse_args()
     if args.cmd == "table":
-        print(table())
+        if args.write:
+            path = Path(args.write)
+            text = path.read_text()
+            start, end = text.index(START) + len(START), text.index(END)
+            path.write_text(text[:start] + "\n" + table() + "\n" + text[end:])
+            print(f"updated {path}")
+        else:
+            print(table())
         return
     kinds = [args.only] if args.only else ["ff", "backprop"]
     presets = preset_names() if args.all else args.presets
