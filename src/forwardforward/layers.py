@@ -79,12 +79,20 @@ ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
 INITS = ("torch", "normal_fan_in", "normal_fan_out")
 
 
-class PeerNormalized(nn.Module):
-    """Peer normalisation for an FF layer with a ``running_mean`` buffer ``(H,)``."""
+class FFLayer(nn.Module):
+    """What every FF layer shares: its input normalisation and peer normalisation (with a
+    ``running_mean`` buffer ``(H,)``)."""
 
     running_mean: Tensor
     peer_weight: float
     peer_momentum: float
+    norm: str
+    in_features: int
+    out_features: int
+
+    def scale(self, sum_sq: Tensor) -> Tensor:
+        """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
+        return NORMS[self.norm](sum_sq, self.in_features)
 
     def peer_loss(self, h_pos: Tensor) -> Tensor:
         """Peer normalisation (loeweX, Hinton): pull every unit's running mean activity on positive
@@ -95,7 +103,7 @@ class PeerNormalized(nn.Module):
         return self.peer_weight * (running.mean() - running).square().mean()
 
 
-class FFLinear(PeerNormalized):
+class FFLinear(FFLayer):
     """A fully connected FF layer: ``act(W norm(detach(x)) + b)``.
 
     Args:
@@ -153,10 +161,6 @@ class FFLinear(PeerNormalized):
                 nn.init.zeros_(self.bias)
         self.running_mean.fill_(0.5)
 
-    def scale(self, sum_sq: Tensor) -> Tensor:
-        """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
-        return NORMS[self.norm](sum_sq, self.in_features)
-
     def forward(self, x: Tensor) -> Tensor:
         """``(B, D) -> (B, H)``; ``x`` is detached and normalised first."""
         return self.act(F.linear(normalize(x.detach(), self.norm), self.weight, self.bias))
@@ -183,7 +187,7 @@ def locally_connected(
     return z + bias if bias is not None else z
 
 
-class FFLocallyConnected2d(PeerNormalized):
+class FFLocallyConnected2d(FFLayer):
     """A locally connected FF layer: local receptive fields without weight sharing.
 
     Every output location ``l`` has its own filter bank ``weight[l]`` ``(O, C k k)``, applied to
@@ -256,10 +260,6 @@ class FFLocallyConnected2d(PeerNormalized):
         if self.bias is not None:
             nn.init.zeros_(self.bias)
         self.running_mean.fill_(0.5)
-
-    def scale(self, sum_sq: Tensor) -> Tensor:
-        """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
-        return NORMS[self.norm](sum_sq, self.in_features)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, C H W) -> (B, O H' W')``."""

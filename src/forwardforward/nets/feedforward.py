@@ -12,7 +12,7 @@ from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
 from forwardforward.goodness import GOODNESS, signed
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
-from forwardforward.layers import FFLinear, FFLocallyConnected2d, normalize
+from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d, normalize
 from forwardforward.losses import LOSSES
 from forwardforward.negatives import (
     IMAGE_NEGATIVES,
@@ -93,10 +93,10 @@ class FFNet(NetBase, nn.Module):
         self._phase = -1
         self._cache: tuple[Tensor, Tensor] | None = None
 
-    def _make_layers(self, in_features: int) -> list[FFLinear | FFLocallyConnected2d]:
+    def _make_layers(self, in_features: int) -> list[FFLayer]:
         """Locally connected layers (``model.local``), then fully connected ones."""
         m = self.config.model
-        layers: list[FFLinear | FFLocallyConnected2d] = []
+        layers: list[FFLayer] = []
         h, w = self.in_shape[-2:]
         shape = (in_features // (h * w), h, w)  # SCFF pairs images along the channels
         for channels, kernel, stride, padding in m.local:
@@ -140,7 +140,7 @@ class FFNet(NetBase, nn.Module):
         theta = self.thetas[i] if m.maximize else -self.thetas[i]
         loss = self.loss_fn(self.score(h_pos), self.score(h_neg), theta, m.alpha)
         layer = self.layers[i]
-        assert isinstance(layer, (FFLinear, FFLocallyConnected2d))
+        assert isinstance(layer, FFLayer)
         if layer.peer_weight > 0:
             loss = loss + layer.peer_loss(h_pos.float())
         return loss
