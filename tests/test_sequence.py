@@ -98,3 +98,24 @@ def test_generate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     text = capsys.readouterr().out.rstrip("\n")
     assert text.startswith("   the fox") and len(text) == 30
     assert set(text) <= set(ALPHABET)
+
+
+def test_perplexity_is_exp_of_the_mean_negative_log_likelihood() -> None:
+    import math
+
+    from forwardforward.data.vision import Split
+    from forwardforward.train import perplexity
+
+    class Uniformish:
+        def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+            p = torch.tensor([[0.5, 0.25, 0.25]]).expand(x.shape[0], 3)
+            return p.log()
+
+    split = Split(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 0, 1, 2]))
+    expected = math.exp(-(2 * math.log(0.5) + 2 * math.log(0.25)) / 4)
+    assert perplexity(Uniformish(), split, batch_size=3) == pytest.approx(expected)  # type: ignore[arg-type]
+
+    class NoProbabilities:
+        pass
+
+    assert perplexity(NoProbabilities(), split) is None  # type: ignore[arg-type]

@@ -134,6 +134,19 @@ def accuracy(net: Trainable, split: Split, batch_size: int = 1000) -> float:
     return correct / max(len(split), 1)
 
 
+@torch.no_grad()
+def perplexity(net: Trainable, split: Split, batch_size: int = 1000) -> float | None:
+    """``exp`` of the mean negative log-likelihood of the labels, for a network with a
+    probability readout (``log_probs``); None otherwise."""
+    log_probs = getattr(net, "log_probs", None)
+    if log_probs is None or log_probs(split.images[:1]) is None:
+        return None
+    total = 0.0
+    for xb, yb in zip(split.images.split(batch_size), split.labels.split(batch_size), strict=True):
+        total -= float(log_probs(xb).gather(1, yb[:, None]).sum())
+    return math.exp(total / max(len(split), 1))
+
+
 @dataclass
 class Trainer:
     """Trains one run. ``out_dir`` receives config, metrics, checkpoint and results.
@@ -316,6 +329,9 @@ class Trainer:
             "test_acc": accuracy(self.net, ds.test, bs),
         }
         results["test_error_pct"] = round(100 * (1 - results["test_acc"]), 3)
+        ppl = perplexity(self.net, ds.test, bs)
+        if ppl is not None:
+            results["test_perplexity"] = ppl
         results["test_eval_seconds"] = round(time.perf_counter() - tic, 3)
         if ds.val is not None:
             results["val_acc"] = accuracy(self.net, ds.val, bs)

@@ -89,6 +89,11 @@ class BackpropNet(NetBase, nn.Module):
         return {"loss": loss.detach()}
 
     @torch.no_grad()
+    def log_probs(self, x: Tensor) -> Tensor | None:
+        """Log-probabilities of every label ``(B, C)``."""
+        return torch.log_softmax(self(x).float(), 1)
+
+    @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         logits: Tensor = self(x)
         return logits.argmax(1)

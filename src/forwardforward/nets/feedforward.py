@@ -402,6 +402,14 @@ class FFNet(NetBase, nn.Module):
         return torch.cat(feats, dim=1)
 
     @torch.no_grad()
+    def log_probs(self, x: Tensor) -> Tensor | None:
+        """Log-probabilities of every label ``(B, C)`` from the probe, or None without one."""
+        if self.probe is None:
+            return None
+        logits: Tensor = self.probe(self.probe_features(x))
+        return torch.log_softmax(logits.float(), 1)
+
+    @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
         """Predicted labels ``(B,)`` by the configured readout."""
         if self.probe is not None and self.config.readout.kind == "probe":
