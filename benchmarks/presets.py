@@ -78,6 +78,9 @@ def table() -> str:
         wall = f"{ff['wall_seconds']:.0f} s" if ff else ""
         cmd = f"`{ff['command']}`" if ff else ""
         rows.append(f"| {path.stem} | {ff_err} | {bp_err} | {ref} | {wall} | {cmd} |")
+    missing = [name for name in preset_names() if not (STORE / f"{name}.json").exists()]
+    if missing:
+        rows += ["", "Not run to completion yet: " + ", ".join(f"`{m}`" for m in missing) + "."]
     return "\n".join(rows)
 
 
