@@ -84,11 +84,26 @@ class FFLayer(nn.Module):
     ``running_mean`` buffer ``(H,)``)."""
 
     running_mean: Tensor
-    peer_weight: float
-    peer_momentum: float
-    norm: str
-    in_features: int
-    out_features: int
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        norm: str,
+        activation: str,
+        init: str,
+        peer_weight: float,
+        peer_momentum: float,
+    ) -> None:
+        super().__init__()
+        NORMS[norm]  # validate now, not on the first batch
+        self.act = ACTIVATIONS[activation]
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
+        self.in_features, self.out_features = in_features, out_features
+        self.norm, self.activation, self.init = norm, activation, init
+        self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
+        self.register_buffer("running_mean", torch.full((out_features,), 0.5))
 
     def scale(self, sum_sq: Tensor) -> Tensor:
         """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
@@ -130,22 +145,11 @@ class FFLinear(FFLayer):
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
     ) -> None:
-        super().__init__()
-        NORMS[norm]  # validate now, not on the first batch
-        self.act = ACTIVATIONS[activation]
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
-        self.in_features = in_features
-        self.out_features = out_features
-        self.norm = norm
-        self.activation = activation
-        self.init = init
-        self.peer_weight = peer_weight
-        self.peer_momentum = peer_momentum
+        super().__init__(
+            in_features, out_features, norm, activation, init, peer_weight, peer_momentum
+        )
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        self.running_mean: Tensor
-        self.register_buffer("running_mean", torch.full((out_features,), 0.5))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -218,31 +222,24 @@ class FFLocallyConnected2d(FFLayer):
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
     ) -> None:
-        super().__init__()
-        NORMS[norm]
-        self.act = ACTIVATIONS[activation]
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
         c, h, w = in_shape
-        self.in_shape = (c, h, w)
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.out_h = (h + 2 * padding - kernel_size) // stride + 1
-        self.out_w = (w + 2 * padding - kernel_size) // stride + 1
-        if self.out_h < 1 or self.out_w < 1:
+        out_h = (h + 2 * padding - kernel_size) // stride + 1
+        out_w = (w + 2 * padding - kernel_size) // stride + 1
+        if out_h < 1 or out_w < 1:
             raise ValueError(
                 f"a {kernel_size}x{kernel_size} receptive field with stride {stride} and padding "
                 f"{padding} does not fit a {h}x{w} input"
             )
-        self.out_channels = out_channels
-        self.in_features = c * h * w
-        self.out_features = out_channels * self.out_h * self.out_w
-        self.norm, self.activation, self.init = norm, activation, init
-        self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
-        locations, fan_in = self.out_h * self.out_w, c * kernel_size * kernel_size
+        super().__init__(
+            c * h * w, out_channels * out_h * out_w, norm, activation, init, peer_weight,
+            peer_momentum,
+        )  # fmt: skip
+        self.in_shape = (c, h, w)
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.out_h, self.out_w, self.out_channels = out_h, out_w, out_channels
+        locations, fan_in = out_h * out_w, c * kernel_size * kernel_size
         self.weight = nn.Parameter(torch.empty(locations, out_channels, fan_in))
         self.bias = nn.Parameter(torch.empty(out_channels, locations)) if bias else None
-        self.running_mean: Tensor
-        self.register_buffer("running_mean", torch.full((self.out_features,), 0.5))
         self.reset_parameters()
 
     @property
