@@ -90,6 +90,8 @@ class FFNet(NetBase, nn.Module):
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         self.autocast_dtype: torch.dtype | None = None
+        self.last_scores: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
+        """Positive and negative scores of the last :meth:`layer_loss` call (detached)."""
         self._phase = -1
         self._cache: tuple[Tensor, Tensor] | None = None
 
@@ -138,7 +140,9 @@ class FFNet(NetBase, nn.Module):
         """Layer ``i``'s local loss on positive ``(P, H)`` and negative ``(N, H)`` activities."""
         m = self.config.model
         theta = self.thetas[i] if m.maximize else -self.thetas[i]
-        loss = self.loss_fn(self.score(h_pos), self.score(h_neg), theta, m.alpha)
+        pos, neg = self.score(h_pos), self.score(h_neg)
+        self.last_scores = (pos.detach(), neg.detach())  # for the FF-accuracy metric
+        loss = self.loss_fn(pos, neg, theta, m.alpha)
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
         if layer.peer_weight > 0:
@@ -302,9 +306,8 @@ class FFNet(NetBase, nn.Module):
                 a = layer(a)
                 losses.append(self.layer_loss(i, a[:b], a[b:]))
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
-        with torch.no_grad():  # the last layer's FF accuracy: positives scored above negatives
-            pos, neg = self.score(a[:b]), self.score(a[b:])
-            metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
+        pos, neg = self.last_scores  # the last layer's: positives scored above negatives
+        metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
         total = torch.stack(losses).sum()
         if self.probe is not None and r.probe_mode == "joint":
             assert feats is not None
