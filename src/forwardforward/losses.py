@@ -69,3 +69,47 @@ LOSSES: Registry[Loss] = Registry(
         "log_sigmoid": log_sigmoid,
     },
 )
+
+
+class LocalObjective:
+    """Every layer's local FF objective as a model configuration describes it: goodness, its
+    direction, the loss and each layer's threshold.
+
+    Args:
+        goodness: a name in :data:`forwardforward.goodness.GOODNESS`.
+        loss: a name in :data:`LOSSES`.
+        maximize: False for the inverted objective (low goodness for positive data).
+        theta: a number, or ``"units"``: mean square activity 1 per unit (the layer's width for
+            ``sum_squares``, 1 for ``mean_squares``).
+        alpha: the loss's sharpness.
+        widths: every layer's width, for ``theta = "units"``.
+    """
+
+    def __init__(
+        self,
+        goodness: str,
+        loss: str,
+        maximize: bool,
+        theta: float | str,
+        alpha: float,
+        widths: list[int],
+    ) -> None:
+        from forwardforward.goodness import GOODNESS
+
+        self.goodness = GOODNESS[goodness]
+        self.loss_fn = LOSSES[loss]
+        self.maximize, self.alpha = maximize, alpha
+        units = [float(w) if goodness == "sum_squares" else 1.0 for w in widths]
+        thetas = units if theta == "units" else [float(theta)] * len(widths)
+        self.thetas = thetas if maximize else [-t for t in thetas]  # thresholds on scores
+
+    def score(self, h: Tensor) -> Tensor:
+        """Signed goodness ``(B,)`` of activities ``(B, H)``: higher means "more positive"."""
+        g = self.goodness(h.float())
+        return g if self.maximize else -g
+
+    def __call__(self, i: int, h_pos: Tensor, h_neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer ``i``'s loss on positive ``(P, H)`` and negative ``(N, H)`` activities, with the
+        scores it was computed from."""
+        pos, neg = self.score(h_pos), self.score(h_neg)
+        return self.loss_fn(pos, neg, self.thetas[i], self.alpha), pos, neg

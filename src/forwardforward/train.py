@@ -28,7 +28,7 @@ from forwardforward.data.synthetic import synthetic_dataset
 from forwardforward.data.text import aesop_dataset
 from forwardforward.data.video import SEQUENCES, moving_mnist, sequential_mnist
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
-from forwardforward.errors import CheckpointError, ConfigError
+from forwardforward.errors import CheckpointError, ConfigError, FFError
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
 from forwardforward.nets.base import Trainable
 from forwardforward.nets.feedforward import FFNet
@@ -215,11 +215,16 @@ class Trainer:
     def _save(self) -> None:
         if self.out_dir is None:
             return
-        assert isinstance(self.net, nn.Module)
+        assert isinstance(self.net, nn.Module) and self.dataset is not None
         save_checkpoint(
             self.out_dir / CHECKPOINT,
             self.net,
-            config={"kind": self.kind, "config": to_dict(self.config)},
+            config={
+                "kind": self.kind,
+                "config": to_dict(self.config),
+                "in_shape": list(self.dataset.image_shape),
+                "num_classes": self.dataset.num_classes,
+            },
             optim=self.net.optim_state_dict(),
             trainer={
                 "phase": self.next_phase,
@@ -381,22 +386,9 @@ def load_run(
     saved = payload["config"]
     try:
         config = from_dict(RunConfig, saved["config"])
-    except (KeyError, TypeError) as exc:
+        in_shape, num_classes = tuple(int(n) for n in saved["in_shape"]), int(saved["num_classes"])
+    except (KeyError, TypeError, ValueError, FFError) as exc:
         raise CheckpointError(f"{run_dir / CHECKPOINT}: no valid configuration ({exc})") from None
-    from forwardforward.data.catalog import dataset_spec
-
-    if config.data.dataset == "synthetic":
-        in_shape: tuple[int, ...] = (1, 28, 28)
-        num_classes = 10
-    elif config.data.dataset == "moving_mnist":
-        in_shape, num_classes = (config.data.frames, config.data.canvas, config.data.canvas), 10
-    elif config.data.dataset == "sequential_mnist":
-        in_shape, num_classes = (28, 1, 28), 10
-    elif config.data.dataset == "aesop":
-        in_shape, num_classes = (1, 10, 30), 30
-    else:
-        spec = dataset_spec(config.data.dataset)
-        in_shape, num_classes = spec.image_shape, spec.num_classes
     net = build_net(config, in_shape, num_classes, saved.get("kind") == "backprop")
     assert isinstance(net, nn.Module)
     load_into(net, payload, run_dir / CHECKPOINT)

@@ -10,10 +10,9 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
-from forwardforward.goodness import GOODNESS, signed
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
 from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d, normalize
-from forwardforward.losses import LOSSES
+from forwardforward.losses import LocalObjective
 from forwardforward.negatives import (
     IMAGE_NEGATIVES,
     NEGATIVES,
@@ -77,9 +76,10 @@ class FFNet(NetBase, nn.Module):
         made = self._make_layers(width)
         self.layers = nn.ModuleList(made)
         self.widths = [layer.out_features for layer in made]
-        self.goodness = GOODNESS[m.goodness]
-        self.loss_fn = LOSSES[m.loss]
-        self.thetas = [self._theta(w) for w in self.widths]
+        self.objective = LocalObjective(
+            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths
+        )
+        self.goodness = self.objective.goodness
         r = config.readout
         self.readout_layers = list(r.layers) or list(range(len(self.layers)))
         self.probe: nn.Linear | None = None
@@ -117,12 +117,6 @@ class FFNet(NetBase, nn.Module):
             layers.append(fc)
         return layers
 
-    def _theta(self, width: int) -> float:
-        theta = self.config.model.theta
-        if theta == "units":  # mean square activity 1 per unit
-            return float(width) if self.config.model.goodness == "sum_squares" else 1.0
-        return float(theta)
-
     # -- shapes ----------------------------------------------------------------------------------
 
     def flat(self, x: Tensor) -> Tensor:
@@ -132,17 +126,11 @@ class FFNet(NetBase, nn.Module):
 
     # -- the FF objective ------------------------------------------------------------------------
 
-    def score(self, h: Tensor) -> Tensor:
-        """Signed goodness ``(B,)`` of activities ``(B, H)``: higher means "more positive"."""
-        return signed(self.goodness(h.float()), self.config.model.maximize)
-
     def layer_loss(self, i: int, h_pos: Tensor, h_neg: Tensor) -> Tensor:
-        """Layer ``i``'s local loss on positive ``(P, H)`` and negative ``(N, H)`` activities."""
-        m = self.config.model
-        theta = self.thetas[i] if m.maximize else -self.thetas[i]
-        pos, neg = self.score(h_pos), self.score(h_neg)
+        """Layer ``i``'s local loss on positive ``(P, H)`` and negative ``(N, H)`` activities,
+        plus its peer-normalisation term."""
+        loss, pos, neg = self.objective(i, h_pos, h_neg)
         self.last_scores = (pos.detach(), neg.detach())  # for the FF-accuracy metric
-        loss = self.loss_fn(pos, neg, theta, m.alpha)
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
         if layer.peer_weight > 0:

@@ -23,9 +23,8 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.data.video import SEQUENCES
-from forwardforward.goodness import GOODNESS, signed
 from forwardforward.layers import ACTIVATIONS, normalize
-from forwardforward.losses import LOSSES
+from forwardforward.losses import LocalObjective
 from forwardforward.negatives import NEGATIVES, Hard
 from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config
 
@@ -82,15 +81,12 @@ class RecurrentFFNet(NetBase, nn.Module):
         )
         self.widths = list(m.layers)
         self.act = ACTIVATIONS[m.activation]
-        self.goodness = GOODNESS[m.goodness]
-        self.loss_fn = LOSSES[m.loss]
         sampler = NEGATIVES[config.negatives.kind]
         self.sampler = Hard(config.negatives.temperature) if isinstance(sampler, Hard) else sampler
-        theta = m.theta
-        self.thetas = [
-            (float(w) if m.goodness == "sum_squares" else 1.0) if theta == "units" else float(theta)
-            for w in m.layers
-        ]
+        self.objective = LocalObjective(
+            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths
+        )
+        self.goodness = self.objective.goodness
         self.readout_layers = list(config.readout.layers) or list(range(len(m.layers)))
         self.sign = -1.0 if rc.negate_top_down else 1.0
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -148,14 +144,7 @@ class RecurrentFFNet(NetBase, nn.Module):
         ]
 
     def _losses(self, states: list[Tensor], b: int) -> list[Tensor]:
-        m = self.config.model
-        out = []
-        for i, h in enumerate(states):
-            pos = signed(self.goodness(h[:b]), m.maximize)
-            neg = signed(self.goodness(h[b:]), m.maximize)
-            theta = self.thetas[i] if m.maximize else -self.thetas[i]
-            out.append(self.loss_fn(pos, neg, theta, m.alpha))
-        return out
+        return [self.objective(i, h[:b], h[b:])[0] for i, h in enumerate(states)]
 
     def _learn(self, losses: list[Tensor]) -> None:
         stacked = torch.stack([loss.detach() for loss in losses])
