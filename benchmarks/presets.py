@@ -1,6 +1,6 @@
 """Train presets and their backprop twins; store the results; print the README's results table.
 
-    python benchmarks/presets.py run PRESET... [--set key=value ...] [--only ff|backprop]
+    python benchmarks/presets.py run PRESET... [--set key=value ...] [--only ff|backprop] [--resume]
     python benchmarks/presets.py table [--write README.md]
 
 Each run writes ``results/presets/<preset>.json`` (FF and backprop entries, merged with what is
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from forwardforward.config import load_preset, preset_names
-from forwardforward.train import Trainer
+from forwardforward.train import CHECKPOINT, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -32,17 +32,23 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def run(preset: str, overrides: list[str], kinds: list[str], data_dir: str | None) -> None:
+def run(
+    preset: str, overrides: list[str], kinds: list[str], data_dir: str | None, resume: bool
+) -> None:
     STORE.mkdir(parents=True, exist_ok=True)
     path = STORE / f"{preset}.json"
-    stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
     config = load_preset(preset, overrides)
     for kind in kinds:
         out = ROOT / "runs" / "bench" / f"{preset}-{kind}"
-        shutil.rmtree(out, ignore_errors=True)
+        again = resume and (out / CHECKPOINT).exists()
+        if not again:
+            shutil.rmtree(out, ignore_errors=True)
         trainer = Trainer(
             config, out_dir=out, data_dir=data_dir, backprop=kind == "backprop", progress=False
         )
+        if again:
+            trainer.resume()
+            print(f"{preset} {kind}: resumed at step {trainer.step}", flush=True)
         results = trainer.fit()
         cmd = f"ff train {preset}" + "".join(f" --set {o}" for o in overrides)
         results.update(
@@ -54,6 +60,8 @@ def run(preset: str, overrides: list[str], kinds: list[str], data_dir: str | Non
             machine=machine(),
             history=trainer.history,
         )
+        # read again: the other kind may have finished meanwhile in another process
+        stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
         stored[kind] = results
         path.write_text(json.dumps(stored, indent=2) + "\n")
         print(
@@ -93,6 +101,9 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--only", choices=["ff", "backprop"])
     p.add_argument("--data-dir")
+    p.add_argument(
+        "--resume", action="store_true", help="continue a run folder that holds a checkpoint"
+    )
     t = sub.add_parser("table")
     t.add_argument("--write", help="replace the table between the results markers of this file")
     args = parser.parse_args()
@@ -111,7 +122,7 @@ def main() -> None:
     if not presets:
         parser.error("name presets or give --all")
     for preset in presets:
-        run(preset, args.set, kinds, args.data_dir)
+        run(preset, args.set, kinds, args.data_dir, args.resume)
 
 
 if __name__ == "__main__":

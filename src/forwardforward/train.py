@@ -232,6 +232,8 @@ class Trainer:
                 "step": self.step,
                 "generator": self.gen.get_state(),
                 "history": json.dumps(self.history),
+                # wall time spent so far, so that a resumed run reports the whole run's time
+                "elapsed": time.perf_counter() - self.start,
             },
         )
 
@@ -252,6 +254,7 @@ class Trainer:
         self.next_phase, self.next_epoch, self.step = tr["phase"], tr["epoch"], tr["step"]
         self.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
         self.history = json.loads(tr["history"])
+        self.start = time.perf_counter() - float(tr.get("elapsed", 0.0))
         self._resumed = True
         # epochs logged after the checkpoint was written are done again: keep the log in step
         lines = "".join(json.dumps(record) + "\n" for record in self.history)
