@@ -41,6 +41,9 @@ class DataConfig:
     """Moving MNIST: frames per sequence."""
     canvas: int = 64
     """Moving MNIST: canvas size in pixels."""
+    cache: bool = False
+    """Moving MNIST: keep the generated videos on disk (``$FORWARDFORWARD_CACHE``, else the
+    user cache's ``generated/``), checked by sha256 when read back."""
 
 
 @dataclass

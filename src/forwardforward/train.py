@@ -24,9 +24,15 @@ from torch import Tensor, nn
 
 from forwardforward.checkpoint import atomic_write_text, load_into, read_checkpoint, save_checkpoint
 from forwardforward.config import RunConfig, from_dict, to_dict, validate
+from forwardforward.data.fetch import resolve_cache_dir
 from forwardforward.data.synthetic import synthetic_dataset
 from forwardforward.data.text import aesop_dataset
-from forwardforward.data.video import SEQUENCES, moving_mnist, sequential_mnist
+from forwardforward.data.video import (
+    SEQUENCES,
+    cached_moving_mnist,
+    moving_mnist,
+    sequential_mnist,
+)
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
 from forwardforward.errors import CheckpointError, ConfigError, FFError
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
@@ -94,6 +100,10 @@ def sequence_dataset(
     def make(split: Split) -> Split:
         if d.dataset == "sequential_mnist":
             return sequential_mnist(split)
+        if d.cache:
+            return cached_moving_mnist(
+                split, resolve_cache_dir(), frames=d.frames, size=d.canvas, seed=seed + len(split)
+            )
         return moving_mnist(split, frames=d.frames, size=d.canvas, seed=seed + len(split))
 
     return VisionDataset(

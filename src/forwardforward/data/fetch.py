@@ -43,11 +43,25 @@ __all__ = [
 
 #: Environment variable naming the data directory.
 DATA_ENV_VAR = "FORWARDFORWARD_DATA"
+CACHE_ENV_VAR = "FORWARDFORWARD_CACHE"
 
 _CHUNK = 1 << 20  # 1 MiB
 _USER_AGENT = "forwardforward-data/0.1 (+python urllib)"
 
 Status = Literal["verified", "missing", "corrupt"]
+
+
+def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where generated data (Moving MNIST videos) is kept: ``explicit``, else
+    ``$FORWARDFORWARD_CACHE``, else ``generated/`` in the user cache. Not created here."""
+    if explicit is not None and os.fspath(explicit) != "":
+        return Path(explicit).expanduser()
+    env = os.environ.get(CACHE_ENV_VAR, "")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return root / "forwardforward" / "generated"
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
