@@ -40,6 +40,26 @@ def test_sum_and_mean_squares_by_hand() -> None:
     assert mean_squares(h).tolist() == [2.5, 4.5]
 
 
+@pytest.mark.parametrize("name", ["sum_squares", "mean_squares"])
+def test_goodness_gradient_matches_the_formula(name: str) -> None:
+    h = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GOODNESS[name], (h,))
+    weights = torch.randn(5, dtype=torch.float64)
+    (GOODNESS[name](h) * weights).sum().backward()
+    per_unit = 1.0 if name == "sum_squares" else 1.0 / 12
+    assert h.grad is not None
+    assert torch.allclose(h.grad, 2 * per_unit * h.detach() * weights[:, None, None])
+
+
+def test_straight_through_relu_is_relu_forward_and_identity_backward() -> None:
+    x = torch.tensor([[-2.0, -0.5, 0.0, 0.5, 3.0]], requires_grad=True)
+    y = ACTIVATIONS["relu_st"](x)
+    assert torch.equal(y.detach(), torch.tensor([[0.0, 0.0, 0.0, 0.5, 3.0]]))
+    upstream = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0]])
+    y.backward(upstream)
+    assert x.grad is not None and torch.equal(x.grad, upstream)
+
+
 def test_goodness_flattens_every_dimension_after_the_batch() -> None:
     h = torch.tensor([[[1.0, 2.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 3.0]]])  # (2, 2, 2)
     assert sum_squares(h).tolist() == [6.0, 10.0]

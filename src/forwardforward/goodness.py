@@ -8,10 +8,11 @@ data the layer believes is positive.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from forwardforward.registry import Registry
 
@@ -22,14 +23,40 @@ class Goodness(Protocol):
     def __call__(self, h: Tensor) -> Tensor: ...
 
 
+def _vecdot(h: Tensor) -> Tensor:
+    """Row-wise ``h . h``, summed exactly (a squared ``vector_norm`` would be faster, but is off
+    by an ulp on integers)."""
+    return cast(Tensor, torch.linalg.vecdot(h, h))
+
+
+class _SumSquares(torch.autograd.Function):
+    """``(B, D) -> (B,)`` sum of squares with a one-pass backward ``2 h g``: autograd's own
+    ``square().sum()`` makes three full-size temporaries on the way back."""
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor) -> Tensor:
+        ctx.save_for_backward(h)
+        return _vecdot(h)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        h: Tensor = ctx.saved_tensors[0]
+        return h * (2 * grad).unsqueeze(1).to(h.dtype)
+
+
 def sum_squares(h: Tensor) -> Tensor:
     """Sum of squared activities per sample: ``(B, ...) -> (B,)`` (Hinton, loeweX)."""
-    return h.flatten(1).square().sum(dim=1)
+    flat = h.flatten(1)
+    if flat.requires_grad:
+        out: Tensor = _SumSquares.apply(flat)  # type: ignore[no-untyped-call]
+        return out
+    return _vecdot(flat)
 
 
 def mean_squares(h: Tensor) -> Tensor:
     """Mean of squared activities per sample: ``(B, ...) -> (B,)`` (mohammadpz, FFLib, nebullvm)."""
-    return h.flatten(1).square().mean(dim=1)
+    return sum_squares(h) / h[0].numel()
 
 
 GOODNESS: Registry[Goodness] = Registry(

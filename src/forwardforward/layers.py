@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,9 @@ def normalize(x: Tensor, norm: str) -> Tensor:
     """Normalise each row of ``x`` ``(B, D)`` by the named norm (``rms``, ``l2`` or ``none``)."""
     if norm == "none":
         return x
-    scale = NORMS[norm](x.square().sum(dim=1, keepdim=True), x.shape[1])
+    # one pass over x, no squared temporary
+    sum_sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).square()
+    scale = NORMS[norm](sum_sq, x.shape[1])
     return x * scale
 
 
@@ -55,10 +58,21 @@ def normalize(x: Tensor, norm: str) -> Tensor:
 # Activations
 
 
+class _ReLUStraightThrough(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
 def relu_straight_through(x: Tensor) -> Tensor:
     """ReLU forward, identity backward: units that are off still learn (loeweX ``ReLU_full_grad``,
-    Hinton's "pretend there is a gradient")."""
-    return x + (F.relu(x) - x).detach()
+    Hinton's "pretend there is a gradient"). One pass each way."""
+    out: Tensor = _ReLUStraightThrough.apply(x)  # type: ignore[no-untyped-call]
+    return out
 
 
 def _leaky_relu(x: Tensor) -> Tensor:

@@ -108,8 +108,13 @@ class LocalObjective:
         g = self.goodness(h.float())
         return g if self.maximize else -g
 
-    def __call__(self, i: int, h_pos: Tensor, h_neg: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Layer ``i``'s loss on positive ``(P, H)`` and negative ``(N, H)`` activities, with the
-        scores it was computed from."""
-        pos, neg = self.score(h_pos), self.score(h_neg)
+    def __call__(self, i: int, h: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Layer ``i``'s loss on stacked activities ``(P + N, H)`` whose first ``b = P`` rows are
+        the positives, with the positive and negative scores it was computed from.
+
+        Goodness is computed once on the stacked batch and the scores are split afterwards:
+        slicing the activities instead would cost two full-size zero-filled gradients.
+        """
+        scores = self.score(h)
+        pos, neg = scores[:b], scores[b:]
         return self.loss_fn(pos, neg, self.thetas[i], self.alpha), pos, neg

@@ -126,15 +126,15 @@ class FFNet(NetBase, nn.Module):
 
     # -- the FF objective ------------------------------------------------------------------------
 
-    def layer_loss(self, i: int, h_pos: Tensor, h_neg: Tensor) -> Tensor:
-        """Layer ``i``'s local loss on positive ``(P, H)`` and negative ``(N, H)`` activities,
-        plus its peer-normalisation term."""
-        loss, pos, neg = self.objective(i, h_pos, h_neg)
+    def layer_loss(self, i: int, h: Tensor, b: int) -> Tensor:
+        """Layer ``i``'s local loss on stacked activities ``(P + N, H)``, the first ``b = P``
+        rows positive, plus its peer-normalisation term (on the positives)."""
+        loss, pos, neg = self.objective(i, h, b)
         self.last_scores = (pos.detach(), neg.detach())  # for the FF-accuracy metric
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
         if layer.peer_weight > 0:
-            loss = loss + layer.peer_loss(h_pos.float())
+            loss = loss + layer.peer_loss(h[:b].float())
         return loss
 
     # -- training --------------------------------------------------------------------------------
@@ -264,7 +264,7 @@ class FFNet(NetBase, nn.Module):
             k = self._phase
             with self._autocast(a_pos):
                 h = self.layers[k](torch.cat([a_pos, a_neg]))
-                loss = self.layer_loss(k, h[: len(a_pos)], h[len(a_pos) :])
+                loss = self.layer_loss(k, h, len(a_pos))
             self._check_finite([loss], step, first=k)
             loss.backward()
             self.optimizers[k].step()
@@ -292,7 +292,7 @@ class FFNet(NetBase, nn.Module):
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
                 a = layer(a)
-                losses.append(self.layer_loss(i, a[:b], a[b:]))
+                losses.append(self.layer_loss(i, a, b))
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
         pos, neg = self.last_scores  # the last layer's: positives scored above negatives
         metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()

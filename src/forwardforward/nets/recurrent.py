@@ -144,7 +144,7 @@ class RecurrentFFNet(NetBase, nn.Module):
         ]
 
     def _losses(self, states: list[Tensor], b: int) -> list[Tensor]:
-        return [self.objective(i, h[:b], h[b:])[0] for i, h in enumerate(states)]
+        return [self.objective(i, h, b)[0] for i, h in enumerate(states)]
 
     def _learn(self, losses: list[Tensor]) -> None:
         stacked = torch.stack([loss.detach() for loss in losses])
