@@ -9,33 +9,28 @@ preset's network with one-hot random wrong labels and no probe (the bare FF step
 forward and weight gradients); the twin is the same widths trained with cross-entropy. FLOPs
 are counted from the shapes; the peak is a dense (2048 x 2000) @ (2000 x 2000) product of the
 same dtype, measured in the same process. A dtype whose peak is under a tenth of fp32's (bf16
-on CPUs without bf16 units) is reported and skipped. Writes ``results/speed.json``.
+on CPUs without bf16 units) is reported and skipped. Writes ``results/speed.json`` and
+BENCHMARKS.md (``--no-report``: only the JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import platform
 import statistics
+import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import report
 import torch
+from _common import command, environment, peak_memory_mb, sync, write_result
 
 from forwardforward.config import load_preset
 from forwardforward.nets.backprop import BackpropNet
 from forwardforward.nets.feedforward import FFNet
 
-ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 10) -> float:
@@ -121,19 +116,21 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--out", default=str(ROOT / "results" / "speed.json"))
-    parser.add_argument("--report", default=str(ROOT / "BENCHMARKS.md"), help="'' for none")
+    parser.add_argument(
+        "--report", action=argparse.BooleanOptionalAction, default=True, help="BENCHMARKS.md"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     peaks = {d: matmul_peak(DTYPES[d], device) for d in args.dtypes}
     rows: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
     for dtype in args.dtypes:
         if peaks[dtype] < 0.1 * peaks.get("fp32", peaks[dtype]):
-            print(
-                f"skip {dtype}: its matmul peak {peaks[dtype] / 1e9:.1f} GFLOP/s is under a "
-                f"tenth of fp32's {peaks['fp32'] / 1e9:.1f} on this device",
-                flush=True,
+            skipped[dtype] = (
+                f"its matmul peak {peaks[dtype] / 1e9:.1f} GFLOP/s is under a tenth of fp32's "
+                f"{peaks['fp32'] / 1e9:.1f} on this device"
             )
+            print(f"skip {dtype}: {skipped[dtype]}", flush=True)
             continue
         for preset in args.presets:
             for batch in args.batches:
@@ -149,60 +146,17 @@ def main() -> None:
                     flush=True,
                 )
     result = {
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
+        "command": command("speed.py", sys.argv[1:]),
+        "steps": args.steps,
         "matmul_peak_flops_per_s": peaks,
+        "skipped": skipped,
         "rows": rows,
+        "peak_memory_mb": peak_memory_mb(device),
+        **environment(device),
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result("speed", result)
     if args.report:
-        Path(args.report).write_text(report(result, args))
-        print(f"wrote {args.report}")
-
-
-def report(result: dict[str, Any], args: argparse.Namespace) -> str:
-    """BENCHMARKS.md from one run's results."""
-    cmd = (
-        "python benchmarks/speed.py --presets " + " ".join(args.presets)
-        + " --batches " + " ".join(map(str, args.batches))
-        + " --dtypes " + " ".join(args.dtypes) + f" --steps {args.steps}"
-    )  # fmt: skip
-    peaks = ", ".join(
-        f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in result["matmul_peak_flops_per_s"].items()
-    )
-    lines = [
-        "# Benchmarks",
-        "",
-        "Step time of an FF step against its backprop twin, measured in one process with the",
-        f"steps interleaved (median of {args.steps}). Device: {result['device']} "
-        f"({result['machine']}), torch {result['torch']}, {result['date']}.",
-        f"Matmul peak (2048x2000 @ 2000x2000) in the same process: {peaks}.",
-        "",
-        f"Command: `{cmd}`",
-        "",
-        "| preset | layers | batch | dtype | FF step | backprop step | FF / backprop "
-        "| FF GFLOP/s | % of peak |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        lines.append(
-            f"| {r['preset']} | {r['layers']} | {r['batch']} | {r['dtype']} "
-            f"| {r['ff_step_s'] * 1e3:.1f} ms | {r['backprop_step_s'] * 1e3:.1f} ms "
-            f"| {r['ratio']:.2f} | {r['ff_flops_per_s'] / 1e9:.0f} "
-            f"| {100 * r['ff_fraction_of_peak']:.0f}% |"
-        )
-    lines += [
-        "",
-        "The FF step is the bare step (random wrong labels, no probe): 2B rows forward and",
-        "weight gradients, about 4/3 of a backprop step's matmul work on B rows. FLOPs are",
-        "counted from the shapes (matrix products only).",
-        "",
-    ]
-    return "\n".join(lines)
+        report.write()
 
 
 if __name__ == "__main__":

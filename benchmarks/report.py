@@ -1,0 +1,153 @@
+"""BENCHMARKS.md from the stored benchmark results (``results/*.json``).
+
+    python benchmarks/report.py
+
+Each section shows its figures with the command that produced them and the device; a benchmark
+that has not been run is listed as such.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from _common import RESULTS, ROOT
+
+REPORT = ROOT / "BENCHMARKS.md"
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _where(result: dict[str, Any]) -> str:
+    text = (
+        f"Device: {result['device']}, {result['threads']} threads, torch {result['torch']}, "
+        f"{result['date']}."
+    )
+    if "peak_memory_mb" in result:  # results stored before peak memory was measured lack it
+        text += f" Peak memory of the process: {result['peak_memory_mb']:.0f} MiB."
+    return text
+
+
+def speed_section(result: dict[str, Any] | None) -> list[str]:
+    lines = ["## Step time: FF against its backprop twin", ""]
+    if result is None:
+        return [*lines, "Not run yet: `python benchmarks/speed.py`.", ""]
+    peaks = ", ".join(
+        f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in result["matmul_peak_flops_per_s"].items()
+    )
+    lines += [
+        "FF and backprop steps alternate in one process (both see the same machine load); the",
+        f"median of {result['steps']} steps is kept. Matmul peak (2048x2000 @ 2000x2000) measured",
+        f"in the same process: {peaks}. {_where(result)}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| preset | layers | batch | dtype | FF step | backprop step | FF / backprop "
+        "| FF GFLOP/s | % of peak |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['preset']} | {r['layers']} | {r['batch']} | {r['dtype']} "
+            f"| {r['ff_step_s'] * 1e3:.1f} ms | {r['backprop_step_s'] * 1e3:.1f} ms "
+            f"| {r['ratio']:.2f} | {r['ff_flops_per_s'] / 1e9:.0f} "
+            f"| {100 * r['ff_fraction_of_peak']:.0f}% |"
+        )
+    lines += ["", *(f"Skipped {d}: {why}." for d, why in result.get("skipped", {}).items())]
+    lines += [
+        "",
+        "The FF step is the bare step (random wrong labels, no probe): 2B rows forward and",
+        "weight gradients, about 4/3 of a backprop step's matmul work on B rows (a little more,",
+        "as backprop skips the first layer's input gradient). FLOPs are counted from the shapes",
+        "(matrix products only).",
+        "",
+    ]
+    return lines
+
+
+def tta_section(result: dict[str, Any] | None) -> list[str]:
+    lines = ["## Time to accuracy", ""]
+    if result is None:
+        return [*lines, "Not run yet: `python benchmarks/time_to_accuracy.py`.", ""]
+    target = 100 * result["target"]
+    lines += [
+        "Wall time from start, data loading and per-epoch test evaluation included, until the",
+        f"MNIST test accuracy first reaches {target:.1f}%: `{result['preset']}` and its backprop",
+        f"twin. {_where(result)}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"| run | time to {target:.1f}% | epoch | final test accuracy | whole run |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["runs"]:
+        got = r["seconds_to_target"]
+        lines.append(
+            f"| {result['preset']} {r['kind']} | {f'{got:.1f} s' if got else 'not reached'} "
+            f"| {r['epoch_reached'] or ''} | {100 * r['final_test_acc']:.2f}% "
+            f"| {r['wall_seconds']:.0f} s |"
+        )
+    speedup = result.get("speedup_vs_reference")
+    if speedup:
+        lines += [
+            "",
+            f"Against the {result['reference_seconds'] / 60:.0f} minutes of the popular 3x1000 "
+            f"recipe (100 epochs to 98.55% on this machine): {speedup:.0f}x faster.",
+        ]
+    return [*lines, ""]
+
+
+def eval_section(result: dict[str, Any] | None) -> list[str]:
+    lines = ["## Evaluation speed", ""]
+    if result is None:
+        return [*lines, "Not run yet: `python benchmarks/eval_speed.py`.", ""]
+    lines += [
+        f"`{result['preset']}` ({result['layers']}, goodness read from layers "
+        f"{result['readout_layers']}), {result['n_images']} {result['images']}, "
+        f"{result['batch']} images per call; fp32 matmul peak "
+        f"{result['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s. {_where(result)}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| readout | time | images/s | GFLOP/s | % of peak |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['readout']} | {r['seconds']:.2f} s | {r['images_per_s']:.0f} "
+            f"| {r['flops_per_s'] / 1e9:.0f} | {100 * r['fraction_of_peak']:.0f}% |"
+        )
+    lines += [
+        "",
+        "The batched try-all readout computes the first layer's product with the image once and",
+        "adds each label's rank-one part; the deeper layers see every (image, label) pair.",
+        "",
+    ]
+    return lines
+
+
+def render() -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python benchmarks/report.py` from `results/*.json`; "
+        "`python benchmarks/suite.py` runs every benchmark and then this.",
+        "",
+    ]
+    lines += speed_section(_load("speed"))
+    lines += tta_section(_load("time_to_accuracy"))
+    lines += eval_section(_load("eval_speed"))
+    return "\n".join(lines)
+
+
+def write(path: Path = REPORT) -> None:
+    path.write_text(render())
+    print(f"wrote {path}", flush=True)
+
+
+if __name__ == "__main__":
+    write()

@@ -1,0 +1,66 @@
+"""BENCHMARKS.md is rendered from the stored results: every figure comes from a result file,
+and a benchmark without one is listed as not run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import report
+
+ENV = {"device": "cpu (test)", "threads": 2, "torch": "x", "date": "2026-01-01"}
+
+
+def test_missing_results_are_listed_as_not_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    text = report.render()
+    assert text.count("Not run yet") == 3
+    assert "`python benchmarks/eval_speed.py`" in text
+
+
+def test_figures_and_commands_come_from_the_result_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    (tmp_path / "time_to_accuracy.json").write_text(
+        json.dumps(
+            {
+                **ENV,
+                "command": "python benchmarks/time_to_accuracy.py --target 0.985",
+                "preset": "mnist-quick",
+                "target": 0.985,
+                "reference_seconds": 1800.0,
+                "speedup_vs_reference": 1800.0 / 61.5,
+                "peak_memory_mb": 1234.0,
+                "runs": [
+                    {
+                        "kind": "ff",
+                        "seconds_to_target": 61.5,
+                        "epoch_reached": 3,
+                        "final_test_acc": 0.9861,
+                        "wall_seconds": 80.2,
+                    },
+                    {
+                        "kind": "backprop",
+                        "seconds_to_target": None,
+                        "epoch_reached": None,
+                        "final_test_acc": 0.9845,
+                        "wall_seconds": 50.0,
+                    },
+                ],
+            }
+        )
+    )
+    text = report.render()
+    assert "`python benchmarks/time_to_accuracy.py --target 0.985`" in text
+    assert "| mnist-quick ff | 61.5 s | 3 | 98.61% | 80 s |" in text
+    assert "| mnist-quick backprop | not reached |  | 98.45% | 50 s |" in text
+    assert "29x faster" in text and "1234 MiB" in text
+    assert text.count("Not run yet") == 2
