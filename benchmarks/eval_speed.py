@@ -27,6 +27,7 @@ from forwardforward.config import load_preset
 from forwardforward.data import load_dataset
 from forwardforward.errors import DataError
 from forwardforward.nets.feedforward import FFNet
+from forwardforward.perf import keep_freed_memory
 from forwardforward.train import resolve_device
 
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
+    keep_freed_memory()
     device = resolve_device(args.device)
     images, source = test_images(args.data_dir, device)
     n = len(images)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from forwardforward.config import load_preset, preset_names
+from forwardforward.perf import keep_freed_memory
 from forwardforward.train import CHECKPOINT, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,7 @@ def main() -> None:
     t = sub.add_parser("table")
     t.add_argument("--write", help="replace the table between the results markers of this file")
     args = parser.parse_args()
+    keep_freed_memory()
     if args.cmd == "table":
         if args.write:
             path = Path(args.write)

@@ -29,6 +29,7 @@ from _common import command, environment, peak_memory_mb, sync, write_result
 from forwardforward.config import load_preset
 from forwardforward.nets.backprop import BackpropNet
 from forwardforward.nets.feedforward import FFNet
+from forwardforward.perf import keep_freed_memory
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -120,6 +121,7 @@ def main() -> None:
         "--report", action=argparse.BooleanOptionalAction, default=True, help="BENCHMARKS.md"
     )
     args = parser.parse_args()
+    keep_freed_memory()
     device = torch.device(args.device)
     peaks = {d: matmul_peak(DTYPES[d], device) for d in args.dtypes}
     rows: list[dict[str, Any]] = []

@@ -16,6 +16,7 @@ from typing import Any
 from _common import command, environment, peak_memory_mb, write_result
 
 from forwardforward.config import load_preset
+from forwardforward.perf import keep_freed_memory
 from forwardforward.train import Trainer, resolve_device
 
 REFERENCE_SECONDS = 1800.0
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     parser.add_argument("--skip-backprop", action="store_true")
     args = parser.parse_args()
+    keep_freed_memory()
     runs = []
     for backprop in (False,) if args.skip_backprop else (False, True):
         row = measure(args.preset, args.set, args.target, backprop, args.data_dir)

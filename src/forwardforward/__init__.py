@@ -17,6 +17,7 @@ from forwardforward.errors import (
     TrainingDiverged,
 )
 from forwardforward.nets import FFNet
+from forwardforward.perf import keep_freed_memory
 from forwardforward.train import Trainer, load_run
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "Trainer",
     "TrainingDiverged",
     "__version__",
+    "keep_freed_memory",
     "load_dataset",
     "load_preset",
     "load_run",

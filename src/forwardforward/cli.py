@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from forwardforward.errors import FFError
+from forwardforward.perf import keep_freed_memory
 
 
 def _add_data_dir(p: argparse.ArgumentParser) -> None:
@@ -314,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``ff``; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.func in (_cmd_train, _cmd_eval, _cmd_generate, _cmd_plot_settling):
+        keep_freed_memory()  # large tensors reuse heap memory instead of fresh page-faulted maps
     try:
         code: int = args.func(args)
     except FFError as exc:
