@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import time
 import signal
 import subprocess
 import sys
@@ -229,7 +230,15 @@ def test_divergence_after_an_epoch_keeps_the_last_good_checkpoint(
     # the kept checkpoint resumes into a working run
     again = Trainer(tiny_config(), out_dir=tmp_path, progress=False)
     again.resume()
-    assert again.fit()["epochs"] == 3
+    first_epoch_done = payload["trainer"]["elapsed"]
+    tic = time.perf_counter()
+    results = again.fit()
+    second_session = time.perf_counter() - tic
+    assert results["epochs"] == 3
+    # the wall time counts the first session's epoch too, and the log's clock runs on from it
+    assert results["wall_seconds"] >= first_epoch_done + second_session
+    elapsed = [r["elapsed_seconds"] for r in _metrics(tmp_path)]
+    assert elapsed == sorted(elapsed) and elapsed[1] >= first_epoch_done
 
 
 def test_cli_reports_divergence(tiny_toml: Path, tmp_path: Path, capsys) -> None:
