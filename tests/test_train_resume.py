@@ -8,10 +8,10 @@ import json
 import math
 import os
 import re
-import time
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
