@@ -170,6 +170,39 @@ def test_peer_loss_gradient_reaches_the_activities() -> None:
     assert not layer.running_mean.requires_grad
 
 
+def test_peer_pull_gradient_is_hintons_constant_pull() -> None:
+    layer = FFLinear(3, 2, peer_weight=0.5, peer_momentum=0.9, peer_form="pull")
+    h = torch.tensor([[1.0, 0.0], [3.0, 2.0]], requires_grad=True)
+    layer.train()
+    layer.peer_loss(h).backward()
+    # running = (0.65, 0.55), mean 0.6: every positive activity of unit c gets the gradient
+    # weight * (r_c - mean r) / B = 0.5 * (+0.05, -0.05) / 2, whatever the activity
+    assert h.grad is not None
+    assert torch.allclose(h.grad, torch.tensor([[0.0125, -0.0125], [0.0125, -0.0125]]))
+    assert layer.running_mean.tolist() == pytest.approx([0.65, 0.55], rel=1e-6)
+    with pytest.raises(ValueError, match="unknown peer_form 'strong'; choose one of: loss, pull"):
+        FFLinear(3, 2, peer_form="strong")
+
+
+def test_weight_decay_can_spare_the_biases() -> None:
+    from forwardforward.nets.base import make_optimizer
+
+    for decay_bias, bias_after in ((True, 0.9), (False, 1.0)):
+        layer = FFLinear(3, 2)
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+            layer.bias.fill_(1.0)  # type: ignore[union-attr]
+        opt = make_optimizer(
+            list(layer.parameters()), "sgd", lr=0.1, momentum=0.0, weight_decay=1.0,
+            decay_bias=decay_bias,
+        )  # fmt: skip
+        for p in layer.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        assert layer.weight.detach().unique().tolist() == pytest.approx([0.9])
+        assert layer.bias.detach().unique().tolist() == pytest.approx([bias_after])  # type: ignore[union-attr]
+
+
 def test_reset_parameters_resets_running_mean() -> None:
     layer = FFLinear(3, 2, peer_weight=0.5)
     layer.peer_loss(torch.ones(2, 2) * 7)

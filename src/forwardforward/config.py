@@ -69,6 +69,9 @@ class ModelConfig:
     """Sharpness of the loss (SymBa's alpha; a temperature for threshold-softplus)."""
     peer_weight: float = 0.0
     peer_momentum: float = 0.9
+    peer_form: str = "loss"
+    """Peer normalisation's gradient: ``loss`` (loeweX's squared deviation of running means) or
+    ``pull`` (Hinton's Matlab code: a constant pull on each unit's activity, much stronger)."""
     label: str = "overwrite"
     label_value: str = "one"
     """``one`` or ``max`` (the image's maximum, as mohammadpz)."""
@@ -150,6 +153,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     schedule: str = "constant"
     """``constant``, ``cooldown`` (constant, then linear to 0 over the second half), ``cosine``."""
+    decay_bias: bool = True
+    """False: weight decay applies to weight matrices only (Hinton's Matlab code)."""
 
 
 @dataclass
@@ -340,7 +345,7 @@ def validate(config: RunConfig) -> None:
     """Check names and ranges that the types alone do not (the registries check the rest)."""
     from forwardforward.goodness import GOODNESS
     from forwardforward.labels import LABEL_ENCODERS
-    from forwardforward.layers import ACTIVATIONS, INITS, NORMS
+    from forwardforward.layers import ACTIVATIONS, INITS, NORMS, PEER_FORMS
     from forwardforward.losses import LOSSES
     from forwardforward.negatives import NEGATIVES
 
@@ -410,6 +415,7 @@ def validate(config: RunConfig) -> None:
                 f"model.local entries are [channels, kernel, stride, padding], got {spec}"
             )
     _choice("model.init", m.init, INITS)
+    _choice("model.peer_form", m.peer_form, PEER_FORMS)
     _choice("model.label_value", m.label_value, ("one", "max"))
     if isinstance(m.theta, str) and m.theta != "units":
         raise ConfigError(f"model.theta must be a number or 'units', got {m.theta!r}")

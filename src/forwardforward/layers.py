@@ -91,6 +91,7 @@ ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
 )
 
 INITS = ("torch", "normal_fan_in", "normal_fan_out")
+PEER_FORMS = ("loss", "pull")
 
 
 class FFLayer(nn.Module):
@@ -108,15 +109,21 @@ class FFLayer(nn.Module):
         init: str,
         peer_weight: float,
         peer_momentum: float,
+        peer_form: str = "loss",
     ) -> None:
         super().__init__()
         NORMS[norm]  # validate now, not on the first batch
+        if peer_form not in PEER_FORMS:
+            raise ValueError(
+                f"unknown peer_form {peer_form!r}; choose one of: {', '.join(PEER_FORMS)}"
+            )
         self.act = ACTIVATIONS[activation]
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
         self.in_features, self.out_features = in_features, out_features
         self.norm, self.activation, self.init = norm, activation, init
         self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
+        self.peer_form = peer_form
         self.register_buffer("running_mean", torch.full((out_features,), 0.5))
 
     def scale(self, sum_sq: Tensor) -> Tensor:
@@ -124,11 +131,20 @@ class FFLayer(nn.Module):
         return NORMS[self.norm](sum_sq, self.in_features)
 
     def peer_loss(self, h_pos: Tensor) -> Tensor:
-        """Peer normalisation (loeweX, Hinton): pull every unit's running mean activity on positive
-        data ``(B, H)`` towards the layer's average. Updates the running mean in training mode."""
+        """Peer normalisation: pull every unit's running mean activity on positive data
+        ``(B, H)`` towards the layer's average. Updates the running mean in training mode.
+
+        ``peer_form = "loss"`` (loeweX): the weight times the mean squared deviation of the
+        running means from their average, differentiated through this batch's share of them.
+        ``"pull"`` (Hinton's Matlab code): every positive activity ``h[b, c]`` gets the constant
+        gradient ``weight (r_c - mean(r)) / B``; about ``H / (2 (1 - momentum))`` times stronger.
+        """
         running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * h_pos.mean(0)
         if self.training:
             self.running_mean.copy_(running.detach())
+        if self.peer_form == "pull":
+            pull = (running - running.mean()).detach()
+            return self.peer_weight * (h_pos @ pull).mean()
         return self.peer_weight * (running.mean() - running).square().mean()
 
 
@@ -145,6 +161,7 @@ class FFLinear(FFLayer):
             ``normal_fan_out`` (N(0, 1/sqrt(H)), loeweX).
         peer_weight: weight of the peer-normalisation loss (0 disables it).
         peer_momentum: momentum of the running mean activity used by peer normalisation.
+        peer_form: ``loss`` (loeweX) or ``pull`` (Hinton's Matlab code); see :meth:`peer_loss`.
     """
 
     def __init__(
@@ -158,10 +175,12 @@ class FFLinear(FFLayer):
         init: str = "torch",
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
+        peer_form: str = "loss",
     ) -> None:
         super().__init__(
-            in_features, out_features, norm, activation, init, peer_weight, peer_momentum
-        )
+            in_features, out_features, norm, activation, init, peer_weight, peer_momentum,
+            peer_form,
+        )  # fmt: skip
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.reset_parameters()
@@ -235,6 +254,7 @@ class FFLocallyConnected2d(FFLayer):
         init: str = "torch",
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
+        peer_form: str = "loss",
     ) -> None:
         c, h, w = in_shape
         out_h = (h + 2 * padding - kernel_size) // stride + 1
@@ -246,7 +266,7 @@ class FFLocallyConnected2d(FFLayer):
             )
         super().__init__(
             c * h * w, out_channels * out_h * out_w, norm, activation, init, peer_weight,
-            peer_momentum,
+            peer_momentum, peer_form,
         )  # fmt: skip
         self.in_shape = (c, h, w)
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding

@@ -105,6 +105,7 @@ class FFNet(NetBase, nn.Module):
             lc = FFLocallyConnected2d(
                 shape, channels, kernel, stride, padding, norm=m.norm, activation=m.activation,
                 bias=m.bias, init=m.init, peer_weight=m.peer_weight, peer_momentum=m.peer_momentum,
+                peer_form=m.peer_form,
             )  # fmt: skip
             shape = lc.out_shape
             layers.append(lc)
@@ -112,7 +113,7 @@ class FFNet(NetBase, nn.Module):
             fc = FFLinear(
                 layers[-1].out_features if layers else in_features, width, norm=m.norm,
                 activation=m.activation, bias=m.bias, init=m.init, peer_weight=m.peer_weight,
-                peer_momentum=m.peer_momentum,
+                peer_momentum=m.peer_momentum, peer_form=m.peer_form,
             )  # fmt: skip
             layers.append(fc)
         return layers
