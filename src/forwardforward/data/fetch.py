@@ -51,17 +51,23 @@ _USER_AGENT = "forwardforward-data/0.1 (+python urllib)"
 Status = Literal["verified", "missing", "corrupt"]
 
 
-def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """Where generated data (Moving MNIST videos) is kept: ``explicit``, else
-    ``$FORWARDFORWARD_CACHE``, else ``generated/`` in the user cache. Not created here."""
+def _resolve(explicit: str | os.PathLike[str] | None, env_var: str, *default: str) -> Path:
+    """``explicit``, else ``$env_var``, else ``default`` under the user cache folder
+    (``$XDG_CACHE_HOME`` when it is an absolute path, else ``~/.cache``). Empty means unset."""
     if explicit is not None and os.fspath(explicit) != "":
         return Path(explicit).expanduser()
-    env = os.environ.get(CACHE_ENV_VAR, "")
+    env = os.environ.get(env_var, "")
     if env:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     root = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return root / "forwardforward" / "generated"
+    return root.joinpath(*default)
+
+
+def resolve_cache_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where generated data (Moving MNIST videos) is kept: ``explicit``, else
+    ``$FORWARDFORWARD_CACHE``, else ``generated/`` in the user cache. Not created here."""
+    return _resolve(explicit, CACHE_ENV_VAR, "forwardforward", "generated")
 
 
 def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -71,15 +77,7 @@ def resolve_data_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     path, else ``~/.cache/forwardforward``. Empty strings count as unset. The folder is not
     created.
     """
-    if explicit is not None and os.fspath(explicit) != "":
-        return Path(explicit).expanduser()
-    env = os.environ.get(DATA_ENV_VAR, "")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if xdg and os.path.isabs(xdg):
-        return Path(xdg) / "forwardforward"
-    return Path.home() / ".cache" / "forwardforward"
+    return _resolve(explicit, DATA_ENV_VAR, "forwardforward")
 
 
 @dataclass(frozen=True)
