@@ -51,6 +51,10 @@ def run(
             trainer.resume()
             print(f"{preset} {kind}: resumed at step {trainer.step}", flush=True)
         results = trainer.fit()
+        if config.train.init and kind == "ff":
+            # the FF layers were trained by another run: count its time too
+            source = json.loads((Path(config.train.init) / "results.json").read_text())
+            results.update(init_run=config.train.init, init_wall_seconds=source["wall_seconds"])
         cmd = f"ff train {preset}" + "".join(f" --set {o}" for o in overrides)
         results.update(
             command=cmd + (" --backprop" if kind == "backprop" else ""),
@@ -85,6 +89,9 @@ def table() -> str:
         ff_err = f"{ff['test_error_pct']:.2f}%" if ff else "not run"
         bp_err = f"{bp['test_error_pct']:.2f}%" if bp else "not run"
         wall = f"{ff['wall_seconds']:.0f} s" if ff else ""
+        if ff and "init_wall_seconds" in ff:
+            total = ff["wall_seconds"] + ff["init_wall_seconds"]
+            wall = f"{total:.0f} s (of which {ff['init_wall_seconds']:.0f} s: `{ff['init_run']}`)"
         cmd = f"`{ff['command']}`" if ff else ""
         rows.append(f"| {path.stem} | {ff_err} | {bp_err} | {ref} | {wall} | {cmd} |")
     missing = [name for name in preset_names() if not (STORE / f"{name}.json").exists()]

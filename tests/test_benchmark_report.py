@@ -64,3 +64,18 @@ def test_figures_and_commands_come_from_the_result_files(
     assert "| mnist-quick backprop | not reached |  | 98.45% | 50 s |" in text
     assert "29x faster" in text and "1234 MiB" in text
     assert text.count("Not run yet") == 2
+
+
+def test_presets_table_counts_the_time_of_the_run_a_preset_starts_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import presets
+
+    monkeypatch.setattr(presets, "STORE", tmp_path)
+    entry = {"test_error_pct": 1.5, "wall_seconds": 20.0, "reference": "ref", "command": "c"}
+    init = {"init_run": "runs/bench/a-ff", "init_wall_seconds": 100.0}
+    (tmp_path / "b.json").write_text(json.dumps({"ff": {**entry, **init}}))
+    (tmp_path / "a.json").write_text(json.dumps({"ff": entry, "backprop": entry}))
+    rows = {line.split(" | ")[0]: line for line in presets.table().splitlines()}
+    assert rows["| a"] == "| a | 1.50% | 1.50% | ref | 20 s | `c` |"
+    assert "| not run | ref | 120 s (of which 100 s: `runs/bench/a-ff`) |" in rows["| b"]

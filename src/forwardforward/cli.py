@@ -3,7 +3,7 @@
 ff data list | verify | fetch
 ff presets
 ff show PRESET [--set key=value ...]
-ff train PRESET [--set key=value ...] [--out RUN_DIR] [--backprop]
+ff train PRESET [--set key=value ...] [--out RUN_DIR] [--init RUN_DIR] [--backprop]
 ff train --resume RUN_DIR
 ff eval RUN_DIR
 """
@@ -97,7 +97,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         out = Path(args.resume)
-        if args.preset or args.set:
+        if args.preset or args.set or args.init:
             raise FFError("--resume continues a run exactly as it was: give no preset or --set")
         meta = json.loads((out / CONFIG).read_text()) if (out / CONFIG).is_file() else None
         if meta is None:
@@ -107,7 +107,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         if not args.preset:
             raise FFError("give a preset name (see `ff presets`) or --resume RUN_DIR")
-        config = load_preset(args.preset, args.set)
+        config = load_preset(
+            args.preset, args.set + ([f"train.init={args.init}"] * bool(args.init))
+        )
         backprop = args.backprop
         suffix = "-backprop" if backprop else ""
         out = Path(args.out or f"runs/{config.name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -267,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="run folder (default: runs/PRESET-TIMESTAMP)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from the FF layers of a trained run (train.init), e.g. FF+C on a trained FFNet",
+    )
     p.add_argument("--backprop", action="store_true", help="train the backprop twin instead")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_data_dir(p)

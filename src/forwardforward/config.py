@@ -174,6 +174,10 @@ class TrainConfig:
     """``cpu``, ``cuda`` or ``auto``."""
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
+    init: str = ""
+    """A run folder whose trained FF layers (weights and buffers) start this run instead of a
+    fresh initialisation, e.g. FF+C: a classifier on the features of a trained FF net. The
+    model sections must match. With ``epochs = 0`` only an ``after`` probe trains."""
 
 
 @dataclass
@@ -441,8 +445,15 @@ def validate(config: RunConfig) -> None:
     _choice("train.precision", t.precision, ("fp32", "bf16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
     _choice("data.eval_split", config.data.eval_split, ("test", "val"))
-    if t.epochs < 1 or t.batch_size < 1 or t.eval_every < 1:
-        raise ConfigError("train.epochs, train.batch_size and train.eval_every must be >= 1")
+    if t.epochs < 0 or t.batch_size < 1 or t.eval_every < 1:
+        raise ConfigError(
+            "train.batch_size and train.eval_every must be >= 1 and train.epochs >= 0"
+        )
+    if t.epochs == 0 and not t.init:
+        raise ConfigError(
+            "train.epochs = 0 trains nothing: it is for train.init (a trained run's layers "
+            "with a probe trained afterwards)"
+        )
     if config.data.eval_split == "val" and config.data.val_fraction <= 0:
         raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")
     if not 0 < config.data.fraction <= 1 or not 0 <= config.data.val_fraction < 1:

@@ -195,6 +195,13 @@ class Trainer:
         self.net = build_net(self.config, ds.image_shape, ds.num_classes, self.backprop)
         assert isinstance(self.net, nn.Module)
         self.net.to(self.device)
+        if t.init:
+            if self.backprop:
+                raise ConfigError(
+                    "train.init starts an FF run from a trained FF net; the backprop twin "
+                    "always trains from scratch: leave train.init out for --backprop"
+                )
+            init_layers(self.net, self.config, Path(t.init), self.device)
         self.epochs = self.config.baseline.epochs or t.epochs if self.backprop else t.epochs
         self.steps_per_epoch = math.ceil(len(ds.train) / t.batch_size)
         self.net.configure(t, self.steps_per_epoch)
@@ -332,6 +339,10 @@ class Trainer:
                 self._log(record)
                 self.next_phase, self.next_epoch = (phase + 1, 0) if last else (phase, epoch + 1)
                 self._save()
+            if self.epochs == 0:  # train.init with nothing left to train but an ``after`` probe
+                self.net.end_phase(phase, x, y, self.gen)
+                self.next_phase, self.next_epoch = phase + 1, 0
+                self._save()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -379,6 +390,36 @@ class Trainer:
             print(
                 f"{head}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), file=sys.stderr
             )
+
+
+def init_layers(net: Trainable, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+    """Copy the FF layers (weights and buffers) of the run in ``run_dir`` into ``net``.
+
+    The source must be an FF run whose ``model`` section equals ``config.model``: the same
+    layers computing the same features. The readout, optimiser and training settings may differ.
+    """
+    assert isinstance(net, nn.Module)
+    state = net.state_dict()
+    wanted = {k for k in state if k.startswith("layers.")}
+    if not wanted:
+        raise ConfigError(f"train.init: a {type(net).__name__} has no FF layers to start from")
+    path = run_dir / CHECKPOINT
+    payload = read_checkpoint(path, device)
+    saved = payload["config"]
+    if saved.get("kind") != "ff":
+        raise CheckpointError(
+            f"{path}: holds a {saved.get('kind')} run; train.init needs an FF run"
+        )
+    theirs = saved.get("config", {}).get("model", {})
+    ours = to_dict(config)["model"]
+    differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differ:
+        detail = "; ".join(f"{k}: {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ)
+        raise CheckpointError(f"{path}: its model differs from this run's ({detail[:400]})")
+    layers = {k: v for k, v in payload["model"].items() if k.startswith("layers.")}
+    if set(layers) != wanted or any(layers[k].shape != state[k].shape for k in wanted):
+        raise CheckpointError(f"{path}: its layers do not fit this network (another input shape?)")
+    net.load_state_dict(layers, strict=False)
 
 
 def _parse_kill(text: str) -> tuple[int, int] | None:
