@@ -235,6 +235,8 @@ def test_unknown_names_are_config_errors_listing_the_choices(
         (["readout.layers=[2]"], "readout.layers"),
         (["readout.layers=[-1]"], "readout.layers"),
         (["train.epochs=0"], "train.epochs"),
+        (["train.epochs=-1"], "train.epochs"),
+        (["negatives.replay=-1"], "negatives.replay"),
         (["train.batch_size=0"], "train.batch_size"),
         (["data.eval_split=val"], "val_fraction"),
         (["data.fraction=0"], "data.fraction"),

@@ -67,6 +67,61 @@ def test_self_generated_negatives_never_see_the_true_next_character(monkeypatch)
     assert bool((neg[:, -30:].argmax(1) == z).all())
 
 
+def _writer(net: SequenceFFNet, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Make ``net`` write 'a' in its first generation phase, 'b' in its second, ...; returns
+    the list the temperatures it is asked for go into."""
+    temperatures: list[float] = []
+    original = net.generate
+
+    def generate(
+        prompt: torch.Tensor,
+        length: int,
+        temperature: float = 0.0,
+        gen: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        temperatures.append(temperature)
+        code = ALPHABET.index("abcdefgh"[len(temperatures) - 1])
+
+        def scores(contexts: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(contexts.shape[0], len(ALPHABET))
+            out[:, code] = 1e4
+            return out
+
+        monkeypatch.setattr(net, "next_scores", scores)
+        return original(prompt, length, temperature, gen)
+
+    monkeypatch.setattr(net, "generate", generate)
+    return temperatures
+
+
+@pytest.mark.parametrize(("replay", "kept"), [(1, "c"), (2, "bc"), (0, "abc")])
+def test_self_generated_pool_keeps_the_last_generations(
+    replay: int, kept: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_preset(
+        "hinton-aesop-selfgen",
+        ["model.layers=[16]", f"negatives.replay={replay}", "negatives.temperature=2.5"],
+    )
+    net = SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
+    temperatures = _writer(net, monkeypatch)
+    ctx, nxt = windows(_strings())
+    for _ in range(3):
+        net.begin_epoch(one_hot_windows(ctx), nxt, torch.Generator().manual_seed(0))
+    assert temperatures == [2.5, 2.5, 2.5]
+    assert net._pool is not None
+    pool_x, pool_y = net._pool
+    assert pool_y.shape[0] == pool_x.shape[0] == len(kept) * 3 * 90
+    assert "".join(ALPHABET[int(c)] for c in pool_y.unique()) == kept
+    # a checkpoint carries the generations: a fresh net rebuilds exactly the same pool
+    net.configure(config.train, 10)
+    state = net.optim_state_dict()
+    again = SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
+    again.configure(config.train, 10)
+    again.load_optim_state_dict(state)
+    assert again._pool is not None
+    assert torch.equal(again._pool[0], pool_x) and torch.equal(again._pool[1], pool_y)
+
+
 def test_teacher_forcing_negatives_are_real_contexts_with_a_wrong_character() -> None:
     net = _net("hard")
     ctx, nxt = windows(_strings())

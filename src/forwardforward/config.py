@@ -114,7 +114,13 @@ class NegativesConfig:
     Matlab code and RecurrentForwardForward's classifier-sampled negatives; almost free). With
     ``probe`` the probe is trained even when ``readout.kind = "goodness"`` predicts."""
     temperature: float = 1.0
-    """Hard negatives: the scores are divided by this before the softmax."""
+    """Hard and self-generated negatives: the scores are divided by this before the softmax
+    that samples the model's characters or labels."""
+    replay: int = 1
+    """Self-generated negatives: how many generation phases (one per epoch) stay in the
+    negative pool; 1 (the paper): only the latest; 0: all of them. A longer memory keeps the
+    model from hopping between degenerate strings (``eeee`` one epoch, ``mmmm`` the next): the
+    replay buffer of energy-based models."""
     blurs: int = 6
     """Hybrid negatives: how many times the random bit mask is blurred."""
 
@@ -463,6 +469,8 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("negatives.scores = 'probe' needs a joint probe: readout.probe_mode")
     if config.negatives.temperature <= 0:
         raise ConfigError("negatives.temperature must be positive")
+    if config.negatives.replay < 0:
+        raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
     if t.schedule == "greedy" and config.negatives.kind == "hard":
         raise ConfigError(
             "greedy training caches its negatives once: hard negatives need the "

@@ -10,10 +10,14 @@ sequences is the negative data:
   character, never the real one);
 - **self-generated** (``negatives.kind = "self_generated"``): before every epoch, in a
   separate phase, the model generates each training string from its first 10 characters; the
-  negatives are windows of those generated strings with the character the model chose.
+  negatives are windows of those generated strings with the character the model chose. The
+  pool keeps the last ``negatives.replay`` generations (0: all); they are saved in checkpoints,
+  so a resumed run draws from the same pool.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +36,9 @@ class SequenceFFNet(FFNet):
         super().__init__(config, in_shape, num_classes)
         self.context = in_shape[-2]
         self.self_generated = config.negatives.kind == "self_generated"
+        self.temperature = config.negatives.temperature
+        self.replay = config.negatives.replay
+        self._generated: list[Tensor] = []  # (S, K + P) codes, one per generation phase
         self._pool: tuple[Tensor, Tensor] | None = None
 
     def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
@@ -40,9 +47,30 @@ class SequenceFFNet(FFNet):
             return
         per_string = 100 - self.context
         starts = x[::per_string, 0].argmax(-1)  # (S, K) codes of each string's first window
-        generated = self.generate(starts, per_string, temperature=1.0, gen=gen)  # (S, K + P)
+        self._generated.append(self.generate(starts, per_string, self.temperature, gen))
+        if self.replay:
+            self._generated = self._generated[-self.replay :]
+        self._build_pool()
+
+    def _build_pool(self) -> None:
+        generated = torch.cat(self._generated)  # (R S, K + P)
         ctx = generated.unfold(1, self.context, 1)[:, :-1].reshape(-1, self.context)
         self._pool = (self.flat(_one_hot(ctx)), generated[:, self.context :].reshape(-1))
+
+    def optim_state_dict(self) -> dict[str, Any]:
+        """Optimiser states and the generated strings of the negative pool."""
+        state = super().optim_state_dict()
+        if self._generated:
+            state["generated"] = torch.stack(self._generated)
+        return state
+
+    def load_optim_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        generated = state.pop("generated", None)
+        super().load_optim_state_dict(state)
+        if generated is not None:
+            self._generated = list(generated.to(next(self.parameters()).device).unbind(0))
+            self._build_pool()
 
     def inputs(
         self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
