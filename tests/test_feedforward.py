@@ -346,3 +346,31 @@ def test_greedy_divergence_names_the_layer_and_the_global_step(tiny_config) -> N
     msg = str(info.value)
     assert "layer 1" in msg, msg
     assert re.search(r"\bstep 4\b", msg), msg
+
+
+def test_input_standardisation_reaches_ff_net_and_twin(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
+    from forwardforward.nets.backprop import BackpropNet
+    from forwardforward.nets.base import pixels
+
+    x = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    assert torch.allclose(pixels(x), torch.tensor([[0.0, 0.2, 1.0]]))
+    assert torch.allclose(pixels(x, 0.2, 0.5), torch.tensor([[-0.4, 0.0, 1.6]]))
+    floats = torch.rand(2, 3)
+    assert pixels(floats, 0.2, 0.5) is floats  # prepared inputs pass through
+
+    config = tiny_config("model.input_mean=0.1307", "model.input_std=0.3081")
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    expected = (images.float().flatten(1) / 255 - 0.1307) / 0.3081
+    ff = FFNet(config, (1, 28, 28), 10)
+    assert torch.allclose(ff.flat(images), expected)
+    twin = BackpropNet(config, (1, 28, 28), 10)
+    first = twin.layers[0]
+    assert isinstance(first, torch.nn.Linear)
+    seen: list[torch.Tensor] = []
+    first.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0]))
+    twin(images)
+    assert torch.allclose(seen[0], expected)
+    with pytest.raises(ConfigError, match="input_std must be positive"):
+        FFNet(tiny_config("model.input_std=0"), (1, 28, 28), 10)

@@ -75,6 +75,10 @@ class ModelConfig:
     label: str = "overwrite"
     label_value: str = "one"
     """``one`` or ``max`` (the image's maximum, as mohammadpz)."""
+    input_mean: float = 0.0
+    """Pixels (uint8) enter as ``(p / 255 - input_mean) / input_std`` (torchvision's
+    ``Normalize``); mohammadpz and loeweX standardise MNIST with 0.1307 and 0.3081."""
+    input_std: float = 1.0
     neutral_level: float = 0.1
     """Label code of the neutral input fed to a probe (0.1 as loeweX; ``1/C`` is also common)."""
 
@@ -469,6 +473,11 @@ def validate(config: RunConfig) -> None:
         raise ConfigError("negatives.scores = 'probe' needs a joint probe: readout.probe_mode")
     if config.negatives.temperature <= 0:
         raise ConfigError("negatives.temperature must be positive")
+    if not m.input_std > 0 or not math.isfinite(m.input_mean):
+        raise ConfigError(
+            f"model.input_std must be positive and model.input_mean finite, got "
+            f"{m.input_std} and {m.input_mean}"
+        )
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
     if t.schedule == "greedy" and config.negatives.kind == "hard":

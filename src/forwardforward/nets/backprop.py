@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
-from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config
+from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config, pixels
 
 
 class BackpropNet(NetBase, nn.Module):
@@ -46,8 +46,8 @@ class BackpropNet(NetBase, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, ...)`` -> logits ``(B, C)``."""
-        h = x if x.is_floating_point() else x.float() / 255.0
-        h = h.reshape(x.shape[0], *self.in_shape)
+        m = self.config.model
+        h = pixels(x, m.input_mean, m.input_std).reshape(x.shape[0], *self.in_shape)
         for lc in self.local:
             h = self.act(lc(h))
         h = h.flatten(1)
@@ -127,7 +127,7 @@ class RecurrentBackpropNet(BackpropNet):
         """Images or sequences ``(B, F, ...)`` -> logits ``(B, C)``."""
         rc = self.config.recurrent
         frames = x.reshape(x.shape[0], x.shape[1] if self.sequence else 1, -1)
-        frames = frames if frames.is_floating_point() else frames.float() / 255.0
+        frames = pixels(frames, self.config.model.input_mean, self.config.model.input_std)
         states = [frames.new_zeros(frames.shape[0], w) for w in self.config.model.layers]
         start, stop = rc.window
         pooled = frames.new_zeros(frames.shape[0], states[-1].shape[1])

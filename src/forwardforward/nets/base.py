@@ -82,6 +82,15 @@ class NetBase(OwnsOptimizers):
         return None
 
 
+def pixels(x: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
+    """uint8 pixels -> float ``(p / 255 - mean) / std``; float inputs (already prepared, such as
+    one-hot text windows) pass through unchanged."""
+    if x.is_floating_point():
+        return x
+    f = x.float() / 255.0
+    return f if (mean, std) == (0.0, 1.0) else (f - mean) / std
+
+
 def lr_lambda(schedule: str, total_steps: int) -> Callable[[int], float]:
     """The learning-rate factor at a step: ``constant``; ``cooldown`` (1 for the first half,
     then linear to 0 over the second, as Hinton's and loeweX's code); ``cosine`` (to 0)."""

@@ -26,6 +26,7 @@ from forwardforward.nets.base import (
     lr_lambda,
     make_optimizer,
     optimizer_from_config,
+    pixels,
 )
 
 
@@ -122,8 +123,8 @@ class FFNet(NetBase, nn.Module):
 
     def flat(self, x: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` or ``(B, D)`` -> ``(B, D)`` float."""
-        x = x.reshape(x.shape[0], -1)
-        return x if x.is_floating_point() else x.float() / 255.0
+        m = self.config.model
+        return pixels(x.reshape(x.shape[0], -1), m.input_mean, m.input_std)
 
     # -- the FF objective ------------------------------------------------------------------------
 

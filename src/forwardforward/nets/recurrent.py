@@ -26,7 +26,7 @@ from forwardforward.data.video import SEQUENCES
 from forwardforward.layers import ACTIVATIONS, normalize
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import NEGATIVES, Hard
-from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config
+from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config, pixels
 
 
 class RecurrentLayer(nn.Module):
@@ -97,7 +97,7 @@ class RecurrentFFNet(NetBase, nn.Module):
     def frames(self, x: Tensor) -> Tensor:
         """Inputs -> frames ``(B, F, D)`` float (``F = 1`` for a static image)."""
         f = x.reshape(x.shape[0], x.shape[1] if self.sequence else 1, -1)
-        return f if f.is_floating_point() else f.float() / 255.0
+        return pixels(f, self.config.model.input_mean, self.config.model.input_std)
 
     @staticmethod
     def frame(frames: Tensor, t: int) -> Tensor:
