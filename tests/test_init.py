@@ -87,3 +87,22 @@ def test_cli_init_flag(source: Path, tiny_toml: Path, tmp_path: Path) -> None:
     code = main([*args, "--set", "train.epochs=0", "--set", "readout.probe_mode=after"])
     assert code == 0 and (out / RESULTS).is_file()
     assert main(["train", "--resume", str(out), "--init", str(source)]) == 1
+
+
+def test_init_accepts_a_run_saved_before_newer_model_options(
+    source: Path, tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    import json
+
+    from forwardforward.train import CHECKPOINT
+
+    payload = torch.load(source / CHECKPOINT, weights_only=True)
+    saved = json.loads(payload["config"])
+    del saved["config"]["model"]["input_mean"], saved["config"]["model"]["input_std"]
+    payload["config"] = json.dumps(saved)
+    (tmp_path / "old").mkdir()
+    torch.save(payload, tmp_path / "old" / CHECKPOINT)
+    config = tiny_config(f"train.init={tmp_path / 'old'}", "train.epochs=0")
+    net = Trainer(config, progress=False).net
+    _, _, source_net, _ = load_run(source)
+    assert all(torch.equal(v, _layers(source_net)[k]) for k, v in _layers(net).items())

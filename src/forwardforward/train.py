@@ -410,7 +410,10 @@ def init_layers(net: Trainable, config: RunConfig, run_dir: Path, device: torch.
         raise CheckpointError(
             f"{path}: holds a {saved.get('kind')} run; train.init needs an FF run"
         )
-    theirs = saved.get("config", {}).get("model", {})
+    try:  # through the dataclasses: options added since that run take their defaults
+        theirs = to_dict(from_dict(RunConfig, saved["config"]))["model"]
+    except (KeyError, TypeError, ValueError, FFError) as exc:
+        raise CheckpointError(f"{path}: no valid configuration ({exc})") from None
     ours = to_dict(config)["model"]
     differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differ:
