@@ -392,6 +392,16 @@ class Trainer:
             )
 
 
+def saved_config(saved: dict[str, Any], path: Path) -> tuple[RunConfig, tuple[int, ...], int]:
+    """The configuration, input shape and class count stored in a checkpoint's header."""
+    try:
+        config = from_dict(RunConfig, saved["config"])
+        in_shape, num_classes = tuple(int(n) for n in saved["in_shape"]), int(saved["num_classes"])
+    except (KeyError, TypeError, ValueError, FFError) as exc:
+        raise CheckpointError(f"{path}: no valid configuration ({exc})") from None
+    return config, in_shape, num_classes
+
+
 def init_layers(net: Trainable, config: RunConfig, run_dir: Path, device: torch.device) -> None:
     """Copy the FF layers (weights and buffers) of the run in ``run_dir`` into ``net``.
 
@@ -410,10 +420,8 @@ def init_layers(net: Trainable, config: RunConfig, run_dir: Path, device: torch.
         raise CheckpointError(
             f"{path}: holds a {saved.get('kind')} run; train.init needs an FF run"
         )
-    try:  # through the dataclasses: options added since that run take their defaults
-        theirs = to_dict(from_dict(RunConfig, saved["config"]))["model"]
-    except (KeyError, TypeError, ValueError, FFError) as exc:
-        raise CheckpointError(f"{path}: no valid configuration ({exc})") from None
+    # through the dataclasses: options added since that run take their defaults
+    theirs = to_dict(saved_config(saved, path)[0])["model"]
     ours = to_dict(config)["model"]
     differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differ:
@@ -441,11 +449,7 @@ def load_run(
     """
     payload = read_checkpoint(run_dir / CHECKPOINT, device)
     saved = payload["config"]
-    try:
-        config = from_dict(RunConfig, saved["config"])
-        in_shape, num_classes = tuple(int(n) for n in saved["in_shape"]), int(saved["num_classes"])
-    except (KeyError, TypeError, ValueError, FFError) as exc:
-        raise CheckpointError(f"{run_dir / CHECKPOINT}: no valid configuration ({exc})") from None
+    config, in_shape, num_classes = saved_config(saved, run_dir / CHECKPOINT)
     net = build_net(config, in_shape, num_classes, saved.get("kind") == "backprop")
     assert isinstance(net, nn.Module)
     load_into(net, payload, run_dir / CHECKPOINT)
