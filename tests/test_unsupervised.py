@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
 
 from forwardforward.config import load_preset
 from forwardforward.layers import FFLocallyConnected2d, LocallyConnected2d, normalize
@@ -12,6 +14,7 @@ from forwardforward.negatives import (
     SelfContrastive,
     hybrid,
     other_samples,
+    shift_images,
     smooth_masks,
 )
 from forwardforward.nets.feedforward import FFNet
@@ -35,6 +38,23 @@ def test_masks_are_half_ones_with_large_regions() -> None:
     # white noise has runs of about 2 pixels; blurred-and-thresholded masks far longer ones
     assert _mean_run_length(noise) < 2.5
     assert _mean_run_length(masks[:, 0]) > 3 * _mean_run_length(noise)
+
+
+@given(st.integers(0, 8), st.integers(0, 2**31 - 1))
+def test_masks_are_the_thresholded_blur_of_a_random_bit_image(blurs: int, seed: int) -> None:
+    # the reference: the same bits blurred by explicit 1-D convolutions with [1/4, 1/2, 1/4],
+    # edges replicated, then thresholded at 0.5
+    bits = (torch.rand(3, 1, 9, 11, generator=torch.Generator().manual_seed(seed)) < 0.5).double()
+    k = torch.tensor([0.25, 0.5, 0.25], dtype=torch.float64)
+    m = bits
+    for _ in range(blurs):
+        m = F.conv2d(F.pad(m, (1, 1, 0, 0), mode="replicate"), k.view(1, 1, 1, 3))
+        m = F.conv2d(F.pad(m, (0, 0, 1, 1), mode="replicate"), k.view(1, 1, 3, 1))
+    blurred = m
+    ours = smooth_masks(3, (9, 11), torch.Generator().manual_seed(seed), blurs)
+    # float32 rounding can only flip pixels whose blurred value is within 1e-5 of 0.5
+    clear = (blurred - 0.5).abs() > 1e-5
+    assert torch.equal(ours[clear], (blurred > 0.5).float()[clear])
 
 
 def test_one_mask_per_sample() -> None:
@@ -63,13 +83,52 @@ def test_other_samples_never_picks_itself() -> None:
         assert bool((idx != torch.arange(n)).all())
 
 
-def test_self_contrastive_pairs() -> None:
+def test_self_contrastive_pairs_side_by_side() -> None:
     x = torch.rand(5, 1, 4, 4)
-    pos, neg = SelfContrastive().pair(x, torch.Generator().manual_seed(0))
+    pos, neg = SelfContrastive(pairing="concat").pair(x, torch.Generator().manual_seed(0))
     flat = x.flatten(1)
     assert torch.equal(pos, torch.cat([flat, flat], 1))
     assert torch.equal(neg[:, :16], flat)
     assert not any(torch.equal(neg[i, 16:], flat[i]) for i in range(5))
+
+
+def test_self_contrastive_sum_is_shared_weights_on_the_two_images() -> None:
+    x = torch.rand(5, 1, 4, 4)
+    pos, neg = SelfContrastive(pairing="sum").pair(x, torch.Generator().manual_seed(0))
+    flat = x.flatten(1)
+    assert torch.equal(pos, 2 * flat)
+    others = neg - flat  # the second image of each negative pair
+    assert all(
+        not torch.allclose(others[i], flat[i]) and any(torch.allclose(others[i], f) for f in flat)
+        for i in range(5)
+    )
+    # a trained net sees an image paired with itself
+    assert torch.equal(SelfContrastive().present(x), 2 * flat)
+
+
+@given(st.integers(0, 3), st.integers(0, 2**31 - 1))
+def test_shifted_views_are_translations_of_the_image(max_shift: int, seed: int) -> None:
+    x = torch.rand(4, 2, 6, 7) + 0.1  # no zero pixels: a zero is a filled border
+    out = shift_images(x, max_shift, torch.Generator().manual_seed(seed))
+    assert out.shape == x.shape
+    for i in range(4):
+        found = False
+        for dy in range(-max_shift, max_shift + 1):
+            for dx in range(-max_shift, max_shift + 1):
+                ref = torch.zeros_like(x[i])
+                ys, xs = slice(max(dy, 0), 6 + min(dy, 0)), slice(max(dx, 0), 7 + min(dx, 0))
+                yd, xd = slice(max(-dy, 0), 6 + min(-dy, 0)), slice(max(-dx, 0), 7 + min(-dx, 0))
+                ref[:, yd, xd] = x[i][:, ys, xs]
+                found = found or torch.equal(out[i], ref)
+        assert found, i
+
+
+def test_self_contrastive_views_are_shifted_independently() -> None:
+    x = torch.rand(64, 1, 8, 8)
+    pos, _ = SelfContrastive(shift=2).pair(x, torch.Generator().manual_seed(1))
+    assert not torch.allclose(pos, 2 * x.flatten(1))  # the two views differ for most images
+    pos0, _ = SelfContrastive(shift=0).pair(x, torch.Generator().manual_seed(1))
+    assert torch.equal(pos0, 2 * x.flatten(1))
 
 
 def test_locally_connected_equals_a_loop_over_locations() -> None:

@@ -127,6 +127,12 @@ class NegativesConfig:
     replay buffer of energy-based models."""
     blurs: int = 6
     """Hybrid negatives: how many times the random bit mask is blurred."""
+    pairing: str = "sum"
+    """Self-contrastive negatives: how a pair of images enters the first layer. ``sum`` (SCFF's
+    code: the same weights for both images, so ``W a + W b``) or ``concat`` (side by side,
+    separate weights; the halves can simply be compared)."""
+    shift: int = 0
+    """Self-contrastive negatives: each image of a pair is translated by up to this many pixels."""
 
 
 @dataclass
@@ -480,6 +486,14 @@ def validate(config: RunConfig) -> None:
         )
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
+    from forwardforward.negatives import SCFF_PAIRINGS
+
+    _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)
+    if config.negatives.blurs < 0 or config.negatives.shift < 0:
+        raise ConfigError(
+            f"negatives.blurs and negatives.shift must be >= 0, got {config.negatives.blurs} "
+            f"and {config.negatives.shift}"
+        )
     if t.schedule == "greedy" and config.negatives.kind == "hard":
         raise ConfigError(
             "greedy training caches its negatives once: hard negatives need the "

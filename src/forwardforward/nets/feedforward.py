@@ -17,9 +17,9 @@ from forwardforward.negatives import (
     IMAGE_NEGATIVES,
     NEGATIVES,
     Hard,
-    HybridImages,
     ImageNegatives,
     NegativeSampler,
+    make_image_negatives,
 )
 from forwardforward.nets.base import (
     NetBase,
@@ -62,9 +62,7 @@ class FFNet(NetBase, nn.Module):
         neg = config.negatives
         self.image_negatives: ImageNegatives | None = None
         if neg.kind in IMAGE_NEGATIVES:  # unsupervised: negatives are other images
-            self.image_negatives = IMAGE_NEGATIVES[neg.kind]
-            if isinstance(self.image_negatives, HybridImages):
-                self.image_negatives = HybridImages(blurs=neg.blurs)
+            self.image_negatives = make_image_negatives(neg.kind, neg.blurs, neg.pairing, neg.shift)
             width = self.image_negatives.in_features(self.in_shape)
             self.sampler: NegativeSampler = NEGATIVES["random_wrong"]  # never used
         else:
