@@ -216,6 +216,7 @@ def test_a_missing_toml_path_is_an_unknown_preset(tmp_path: Path) -> None:
         ("train.schedule=random", ["simultaneous", "greedy"]),
         ("train.precision=fp16", ["fp32", "bf16"]),
         ("model.kind=convolutional", ["feedforward", "recurrent"]),
+        ("negatives.pairing=interleave", ["sum", "concat"]),
     ],
 )
 def test_unknown_names_are_config_errors_listing_the_choices(
@@ -237,6 +238,8 @@ def test_unknown_names_are_config_errors_listing_the_choices(
         (["train.epochs=0"], "train.epochs"),
         (["train.epochs=-1"], "train.epochs"),
         (["negatives.replay=-1"], "negatives.replay"),
+        (["negatives.shift=-1"], "negatives.shift"),
+        (["negatives.blurs=-2"], "negatives.blurs"),
         (["train.batch_size=0"], "train.batch_size"),
         (["data.eval_split=val"], "val_fraction"),
         (["data.fraction=0"], "data.fraction"),
