@@ -401,7 +401,7 @@ def validate(config: RunConfig) -> None:
         (LABEL_ENCODERS, m.label),
     ):
         registry[value]
-    from forwardforward.negatives import IMAGE_NEGATIVES
+    from forwardforward.negatives import IMAGE_NEGATIVES, SCFF_PAIRINGS
 
     unsupervised = config.negatives.kind in IMAGE_NEGATIVES
     if config.negatives.kind == "self_generated":
@@ -486,8 +486,6 @@ def validate(config: RunConfig) -> None:
         )
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
-    from forwardforward.negatives import SCFF_PAIRINGS
-
     _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)
     if config.negatives.blurs < 0 or config.negatives.shift < 0:
         raise ConfigError(
