@@ -79,3 +79,35 @@ def test_presets_table_counts_the_time_of_the_run_a_preset_starts_from(
     rows = {line.split(" | ")[0]: line for line in presets.table().splitlines()}
     assert rows["| a"] == "| a | 1.50% | 1.50% | ref | 20 s | `c` |"
     assert "| not run | ref | 120 s (of which 100 s: `runs/bench/a-ff`) |" in rows["| b"]
+
+
+def test_eval_rows_show_the_floor_set_by_the_matmul_peak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    row = {
+        "readout": "try-all labels, batched",
+        "seconds": 10.0,
+        "images_per_s": 1000.0,
+        "flops_per_s": 50e9,
+        "fraction_of_peak": 0.5,
+    }
+    (tmp_path / "eval_speed.json").write_text(
+        json.dumps(
+            {
+                **ENV,
+                "command": "python benchmarks/eval_speed.py",
+                "preset": "hinton-mnist",
+                "layers": [2000, 2000],
+                "readout_layers": [1],
+                "images": "MNIST test set",
+                "n_images": 10000,
+                "batch": 1000,
+                "matmul_peak_flops_per_s": 100e9,
+                "rows": [row],
+            }
+        )
+    )
+    text = report.render()
+    # 5e11 FLOP at a 1e11 FLOP/s peak: no implementation beats 5 s
+    assert "| try-all labels, batched | 10.00 s | 5.00 s | 1000 | 50 | 50% |" in text
