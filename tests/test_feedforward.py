@@ -176,6 +176,55 @@ def test_probe_features_zero_input(tiny_config) -> None:
     torch.testing.assert_close(net.probe_features(x), normalize(net.layers[0](a), "rms"))
 
 
+def test_standardised_probe_features_have_zero_mean_and_unit_variance(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe", "readout.probe_norm=std", "readout.layers=[0, 2]")
+    x, _ = _data(n=6, seed=9)
+    a = net.encoder.neutral(net.flat(x), net.config.model.neutral_level)
+    h0 = net.layers[0](a)
+    h2 = net.layers[2](net.layers[1](h0))
+    feats = net.probe_features(x)
+    for part, h in ((feats[:, :16], h0), (feats[:, 16:], h2)):
+        torch.testing.assert_close(part.mean(1), torch.zeros(6), atol=1e-5, rtol=0)
+        torch.testing.assert_close(part.var(1, unbiased=False), torch.ones(6), atol=1e-4, rtol=0)
+        # the centred activities divided by their standard deviation
+        centred = h - h.mean(1, keepdim=True)
+        std = centred.square().mean(1, keepdim=True).sqrt()
+        torch.testing.assert_close(part * std, centred, atol=1e-5, rtol=1e-4)
+
+
+def test_probe_dropout_zeroes_features_while_training_only(tiny_config) -> None:
+    net = _net(tiny_config, "readout.kind=probe", "readout.probe_dropout=0.5")
+    assert net.probe is not None
+    with torch.no_grad():
+        net.probe.weight.normal_()
+    feats = torch.rand(200, net.probe.weight.shape[1]) + 0.5
+    logits = net._probe_logits(feats, torch.Generator().manual_seed(3))
+    again = net._probe_logits(feats, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(logits, again)  # the mask comes from the generator
+    plain = feats @ net.probe.weight.T
+    assert not torch.allclose(logits, plain)
+    # kept features are scaled by 1 / (1 - p), so the expectation is unchanged
+    many = torch.stack(
+        [net._probe_logits(feats, torch.Generator().manual_seed(s)) for s in range(400)]
+    ).mean(0)
+    assert (many - plain).abs().mean() < 0.1 * plain.abs().mean()
+    x, _ = _data(n=8, seed=10)
+    net.eval()
+    torch.testing.assert_close(net.predict(x), net.probe(net.probe_features(x)).argmax(1))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("readout.probe_norm=l3", "readout.probe_norm"),
+        ("readout.probe_dropout=1.0", "probe_dropout"),
+    ],
+)
+def test_bad_probe_options_are_named(tiny_config, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        tiny_config("readout.kind=probe", override)
+
+
 # ---------------------------------------------------------------------------------------------
 # Module plumbing
 

@@ -156,6 +156,12 @@ class ReadoutConfig:
     probe_weight_decay: float = 0.003
     probe_epochs: int = 10
     """Epochs of probe training in ``after`` mode."""
+    probe_norm: str = "model"
+    """How each readout layer's activities are normalised before the probe: ``model`` (the
+    model's ``norm``, RMS when it has none) or ``std`` (per-sample standardisation, zero mean
+    and unit variance over the units, as SCFF's readout)."""
+    probe_dropout: float = 0.0
+    """Dropout on the probe's input features while it trains (SCFF's readout uses 0.1-0.2)."""
 
 
 @dataclass
@@ -447,6 +453,9 @@ def validate(config: RunConfig) -> None:
     _choice("readout.probe_mode", r.probe_mode, ("joint", "after"))
     _choice("readout.probe_input", r.probe_input, ("neutral", "zero"))
     _choice("readout.probe_optimizer", r.probe_optimizer, OPTIMIZERS)
+    _choice("readout.probe_norm", r.probe_norm, ("model", "std"))
+    if not 0.0 <= r.probe_dropout < 1.0:
+        raise ConfigError(f"readout.probe_dropout must be in [0, 1), got {r.probe_dropout}")
     for i in r.layers:
         if not 0 <= i < n_layers:
             raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{n_layers - 1}")

@@ -44,6 +44,15 @@ NORMS: Registry[Callable[[Tensor, int], Tensor]] = Registry(
 )
 
 
+def standardize(x: Tensor) -> Tensor:
+    """Per-sample standardisation of ``x`` ``(B, D)``: zero mean and unit (population) variance
+    over the ``D`` features (SCFF's readout features)."""
+    mean = x.mean(1, keepdim=True)
+    centred = x - mean
+    std = torch.sqrt(centred.square().mean(1, keepdim=True))
+    return centred / (std + EPS)
+
+
 def normalize(x: Tensor, norm: str) -> Tensor:
     """Normalise each row of ``x`` ``(B, D)`` by the named norm (``rms``, ``l2`` or ``none``)."""
     if norm == "none":

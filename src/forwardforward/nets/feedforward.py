@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
-from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d, normalize
+from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d, normalize, standardize
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import (
     IMAGE_NEGATIVES,
@@ -220,11 +220,22 @@ class FFNet(NetBase, nn.Module):
         for _ in range(r.probe_epochs):
             perm = torch.randperm(feats.shape[0], generator=gen, device=feats.device)
             for idx in perm.split(bs):
-                self._probe_step(feats[idx], y[idx])
+                self._probe_step(feats[idx], y[idx], gen)
 
-    def _probe_step(self, feats: Tensor, y: Tensor) -> Tensor:
+    def _probe_logits(self, feats: Tensor, gen: torch.Generator) -> Tensor:
+        """The probe's training-time logits ``(B, C)``: with ``readout.probe_dropout`` its input
+        features ``(B, F)`` pass through dropout first (its mask drawn from ``gen``, so that a
+        resumed run repeats it)."""
         assert self.probe is not None
-        loss = F.cross_entropy(self.probe(feats), y)
+        p = self.config.readout.probe_dropout
+        if p > 0:
+            keep = torch.rand(feats.shape, generator=gen, device=feats.device) >= p
+            feats = feats * keep / (1.0 - p)
+        logits: Tensor = self.probe(feats)
+        return logits
+
+    def _probe_step(self, feats: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
+        loss = F.cross_entropy(self._probe_logits(feats, gen), y)
         loss.backward()
         self.optimizers[-1].step()
         self.optimizers[-1].zero_grad(set_to_none=True)
@@ -299,7 +310,7 @@ class FFNet(NetBase, nn.Module):
         total = torch.stack(losses).sum()
         if self.probe is not None and r.probe_mode == "joint":
             assert feats is not None
-            logits = self.probe(feats)
+            logits = self._probe_logits(feats, gen)
             probe_loss = F.cross_entropy(logits, y)
             losses.append(probe_loss)
             total = total + probe_loss
@@ -389,7 +400,10 @@ class FFNet(NetBase, nn.Module):
             for i, layer in enumerate(self.layers):
                 a = layer(a)
                 if i in self.readout_layers:
-                    feats.append(normalize(a.float(), m.norm if m.norm != "none" else "rms"))
+                    if r.probe_norm == "std":
+                        feats.append(standardize(a.float()))
+                    else:
+                        feats.append(normalize(a.float(), m.norm if m.norm != "none" else "rms"))
         return torch.cat(feats, dim=1)
 
     @torch.no_grad()
