@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -195,3 +196,60 @@ def test_unsupervised_nets_learn_on_synthetic_data() -> None:
         )
         results = Trainer(config, progress=False).fit()
         assert results["test_acc"] > 0.3, kind  # chance is 0.1
+
+
+class _NotPresented:
+    """Hybrid negatives that claim their positives differ from what the readout sees, so the
+    network computes the probe's features in a separate pass."""
+
+    def __init__(self) -> None:
+        self.inner = HybridImages(blurs=2)
+        self.positives_are_presented = False
+
+    def pair(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+        return self.inner.pair(x, generator)
+
+    def present(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner.present(x)
+
+    def in_features(self, shape: tuple[int, ...]) -> int:
+        return self.inner.in_features(shape)
+
+
+@pytest.mark.parametrize("probe_norm", ["model", "std"])
+def test_joint_probe_reuses_the_positive_pass_without_changing_training(probe_norm: str) -> None:
+    overrides = [
+        "model.layers=[12, 10, 8]",
+        "model.label=none",
+        "negatives.kind=hybrid",
+        "negatives.blurs=2",
+        "readout.kind=probe",
+        "readout.probe_mode=joint",
+        "readout.layers=[1, 2]",
+        f"readout.probe_norm={probe_norm}",
+    ]
+    nets = []
+    for separate in (False, True):
+        torch.manual_seed(0)
+        net = FFNet(load_preset("mnist-quick", overrides), (1, 8, 8), 10)
+        net.configure(net.config.train, steps_per_epoch=5)
+        if separate:
+            net.image_negatives = _NotPresented()  # type: ignore[assignment]
+        calls: list[int] = []
+
+        def counted(x: torch.Tensor, calls=calls, features=net.probe_features) -> torch.Tensor:
+            calls.append(1)
+            return features(x)
+
+        net.probe_features = counted  # type: ignore[method-assign]
+        gen = torch.Generator().manual_seed(1)
+        for step in range(3):
+            g = torch.Generator().manual_seed(step)
+            x = torch.rand(16, 1, 8, 8, generator=g)
+            metrics = net.train_step(x, torch.randint(0, 10, (16,), generator=g), None, gen)
+        assert len(calls) == (3 if separate else 0)
+        nets.append((net, metrics))
+    (a, ma), (b, mb) = nets
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(ma["probe"], mb["probe"], atol=1e-5, rtol=1e-4)

@@ -118,6 +118,11 @@ class ImageNegatives(Protocol):
     batch of images ``(B, C, H, W)``; ``present`` the input a trained network sees for an image
     (for the readout); ``in_features`` the width of those inputs."""
 
+    @property
+    def positives_are_presented(self) -> bool:
+        """Whether ``pair``'s positives are exactly what ``present`` gives for the same images,
+        so that a readout trained alongside can reuse the positives' activities."""
+
     def pair(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]: ...
 
     def present(self, x: Tensor) -> Tensor: ...
@@ -164,6 +169,10 @@ class HybridImages:
     smooth random mask (seed 004 shared one mask across the whole batch)."""
 
     blurs: int = 6
+
+    @property
+    def positives_are_presented(self) -> bool:
+        return True
 
     def pair(self, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         size = (int(x.shape[-2]), int(x.shape[-1]))
@@ -224,6 +233,10 @@ class SelfContrastive:
 
     def present(self, x: Tensor) -> Tensor:
         return self._join(x, x)
+
+    @property
+    def positives_are_presented(self) -> bool:
+        return self.shift == 0
 
     def in_features(self, shape: tuple[int, ...]) -> int:
         return (1 if self.pairing == "sum" else 2) * math.prod(shape)

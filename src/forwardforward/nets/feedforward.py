@@ -286,7 +286,11 @@ class FFNet(NetBase, nn.Module):
         xf = self.flat(x)
         r = self.config.readout
         feats = None
-        if self.probe is not None and (r.probe_mode == "joint" or self.sampler.needs_scores):
+        joint = self.probe is not None and r.probe_mode == "joint"
+        # unsupervised positives are what the readout sees: reuse their activities
+        images = self.image_negatives
+        reuse = joint and images is not None and images.positives_are_presented
+        if self.probe is not None and not reuse and (joint or self.sampler.needs_scores):
             feats = self.probe_features(xf)
         scores = None
         if self.sampler.needs_scores:
@@ -300,10 +304,15 @@ class FFNet(NetBase, nn.Module):
         b = a_pos.shape[0]
         a = torch.cat([a_pos, a_neg])
         losses: list[Tensor] = []
+        parts: list[Tensor] = []
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
                 a = layer(a)
                 losses.append(self.layer_loss(i, a, b))
+                if reuse and i in self.readout_layers:
+                    parts.append(self._readout_norm(a[:b].detach().float()))
+        if reuse:
+            feats = torch.cat(parts, dim=1)
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
         pos, neg = self.last_scores  # the last layer's: positives scored above negatives
         metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
@@ -400,11 +409,15 @@ class FFNet(NetBase, nn.Module):
             for i, layer in enumerate(self.layers):
                 a = layer(a)
                 if i in self.readout_layers:
-                    if r.probe_norm == "std":
-                        feats.append(standardize(a.float()))
-                    else:
-                        feats.append(normalize(a.float(), m.norm if m.norm != "none" else "rms"))
+                    feats.append(self._readout_norm(a.float()))
         return torch.cat(feats, dim=1)
+
+    def _readout_norm(self, h: Tensor) -> Tensor:
+        """One readout layer's activities ``(B, H)`` normalised for the probe."""
+        if self.config.readout.probe_norm == "std":
+            return standardize(h)
+        m = self.config.model
+        return normalize(h, m.norm if m.norm != "none" else "rms")
 
     @torch.no_grad()
     def log_probs(self, x: Tensor) -> Tensor | None:
