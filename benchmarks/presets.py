@@ -76,15 +76,63 @@ def run(
         )
 
 
+TEXT_DATASETS = ("aesop",)
+BASELINES = ROOT / "results" / "aesop_baselines.json"
+
+
+def _pct(entry: dict[str, Any] | None, key: str) -> str:
+    return f"{100 * entry[key]:.1f}%" if entry and key in entry else ""
+
+
+def text_table(stored_runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Next-character presets: accuracy over the 90 predicted positions of the training and
+    the held-out strings (teacher-forced) and held-out perplexity, FF next to its twin, then
+    the count baselines of ``benchmarks/aesop_baselines.py``."""
+    rows = [
+        "",
+        "Next-character prediction on Aesop's fables (per-character accuracy over the 90 "
+        "predicted positions of each string, teacher-forced; perplexity where the model gives "
+        "probabilities):",
+        "",
+        "| model | train strings | held-out strings | held-out perplexity | published / seed "
+        "figure | wall time | command |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, stored in stored_runs:
+        for kind, label in (("ff", "FF"), ("backprop", "backprop twin")):
+            entry = stored.get(kind)
+            if not entry:
+                rows.append(f"| {name} ({label}) | not run | | | | | |")
+                continue
+            ppl = f"{entry['test_perplexity']:.2f}" if "test_perplexity" in entry else ""
+            ref = entry.get("reference", "") if kind == "ff" else ""
+            rows.append(
+                f"| {name} ({label}) | {_pct(entry, 'train_acc')} | {_pct(entry, 'test_acc')} "
+                f"| {ppl} | {ref} | {entry['wall_seconds']:.0f} s | `{entry['command']}` |"
+            )
+    if BASELINES.exists():
+        for name, entry in json.loads(BASELINES.read_text()).items():
+            ppl = f"{entry['test_perplexity']:.2f}" if "test_perplexity" in entry else ""
+            rows.append(
+                f"| {name} | {_pct(entry, 'train_acc')} | {_pct(entry, 'test_acc')} | {ppl} "
+                "| | | `python benchmarks/aesop_baselines.py` |"
+            )
+    return rows
+
+
 def table() -> str:
     rows = [
         "| preset | FF test error | backprop twin error | published / seed figure | FF wall time "
         "| command |",
         "|---|---|---|---|---|---|",
     ]
+    text_runs: list[tuple[str, dict[str, Any]]] = []
     for path in sorted(STORE.glob("*.json")):
         stored = json.loads(path.read_text())
         ff, bp = stored.get("ff"), stored.get("backprop")
+        if (ff or bp or {}).get("dataset") in TEXT_DATASETS:
+            text_runs.append((path.stem, stored))
+            continue
         ref = (ff or bp or {}).get("reference", "")
         ff_err = f"{ff['test_error_pct']:.2f}%" if ff else "not run"
         bp_err = f"{bp['test_error_pct']:.2f}%" if bp else "not run"
@@ -94,6 +142,8 @@ def table() -> str:
             wall = f"{total:.0f} s (of which {ff['init_wall_seconds']:.0f} s: `{ff['init_run']}`)"
         cmd = f"`{ff['command']}`" if ff else ""
         rows.append(f"| {path.stem} | {ff_err} | {bp_err} | {ref} | {wall} | {cmd} |")
+    if text_runs:
+        rows += text_table(text_runs)
     missing = [name for name in preset_names() if not (STORE / f"{name}.json").exists()]
     if missing:
         rows += ["", "Not run to completion yet: " + ", ".join(f"`{m}`" for m in missing) + "."]

@@ -111,3 +111,37 @@ def test_eval_rows_show_the_floor_set_by_the_matmul_peak(
     text = report.render()
     # 5e11 FLOP at a 1e11 FLOP/s peak: no implementation beats 5 s
     assert "| try-all labels, batched | 10.00 s | 5.00 s | 1000 | 50 | 50% |" in text
+
+
+def test_text_presets_get_their_own_table_with_the_baselines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import presets
+
+    store = tmp_path / "presets"
+    store.mkdir()
+    monkeypatch.setattr(presets, "STORE", store)
+    monkeypatch.setattr(presets, "BASELINES", tmp_path / "baselines.json")
+    (tmp_path / "baselines.json").write_text(
+        json.dumps({"unigram": {"train_acc": 0.196, "test_acc": 0.197, "test_perplexity": 17.56}})
+    )
+    text = {
+        "dataset": "aesop",
+        "train_acc": 0.6585,
+        "test_acc": 0.4717,
+        "test_perplexity": 6.409,
+        "test_error_pct": 52.83,
+        "wall_seconds": 116.0,
+        "reference": "ref",
+        "command": "ff train lm",
+    }
+    image = {"dataset": "mnist", "test_error_pct": 1.5, "wall_seconds": 20.0, "command": "c"}
+    (store / "lm.json").write_text(json.dumps({"ff": text}))
+    (store / "img.json").write_text(json.dumps({"ff": image}))
+    lines = presets.table().splitlines()
+    rows = {line.split(" | ")[0]: line for line in lines}
+    assert "| lm" not in rows  # not in the image table, whose figure is an error rate
+    assert rows["| lm (FF)"] == "| lm (FF) | 65.8% | 47.2% | 6.41 | ref | 116 s | `ff train lm` |"
+    assert rows["| lm (backprop twin)"].startswith("| lm (backprop twin) | not run")
+    assert rows["| unigram"].startswith("| unigram | 19.6% | 19.7% | 17.56 |")
+    assert lines.index(rows["| img"]) < lines.index(rows["| lm (FF)"])
