@@ -174,3 +174,24 @@ def test_perplexity_is_exp_of_the_mean_negative_log_likelihood() -> None:
         pass
 
     assert perplexity(NoProbabilities(), split) is None  # type: ignore[arg-type]
+
+
+def test_a_probe_language_model_generates_from_its_softmax() -> None:
+    config = load_preset("nebullvm-lm", ["model.layers=[16]"])
+    torch.manual_seed(0)
+    net = SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
+    assert net.probe is not None
+    q = ALPHABET.index("q")
+    with torch.no_grad():
+        net.probe.weight.zero_()
+        net.probe.weight[q] = 1.0  # features are non-negative: 'q' wins wherever any is on
+
+    def boom(*args: object, **kwargs: object) -> torch.Tensor:
+        raise AssertionError("a probe language model must not score goodness")
+
+    net.label_scores = boom  # type: ignore[method-assign]
+    prompt = encode("the fox sa")[None]
+    out = net.generate(prompt, 20)
+    assert bool((out[0, 10:] == q).all())
+    scores = net.next_scores(prompt)
+    torch.testing.assert_close(scores.exp().sum(1), torch.ones(1))  # log-probabilities

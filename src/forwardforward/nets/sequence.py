@@ -84,7 +84,12 @@ class SequenceFFNet(FFNet):
 
     @torch.no_grad()
     def next_scores(self, contexts: Tensor) -> Tensor:
-        """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``."""
+        """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``. With a
+        probe readout (``nebullvm-lm``) they are its log-probabilities; otherwise goodness."""
+        if self.config.readout.kind == "probe":
+            log_probs = self.log_probs(_one_hot(contexts))
+            assert log_probs is not None
+            return log_probs
         scores = self.label_scores(_one_hot(contexts))
         return scores if self.config.model.maximize else -scores
 
