@@ -95,3 +95,74 @@ def test_recurrent_net_learns_on_synthetic_data() -> None:
         "data.dataset=synthetic", "model.layers=[64, 64]", "train.epochs=2", "train.threads=1"
     )
     assert Trainer(config, progress=False).fit()["test_acc"] > 0.5
+
+
+PROBE = ["negatives.kind=hard", "negatives.scores=probe", "readout.layers=[0, 1]"]
+
+
+def _boom(*args: object, **kwargs: object) -> torch.Tensor:
+    raise AssertionError("classifier-sampled negatives must not try every label")
+
+
+def test_classifier_negatives_come_from_the_hidden_label_states() -> None:
+    """The classifier sees the states averaged over the hidden-label steps: they hold no label,
+    and training reuses them instead of running the image again."""
+    net = _net(*PROBE, "recurrent.label_hidden_steps=2")
+    net.configure(net.config.train, 10)
+    assert net.probe is not None and net.probe.weight.shape == (3, 12 + 8)
+    x, y = torch.rand(6, 1, 4, 4), torch.tensor([0, 1, 2, 0, 1, 2])
+    expected = net.probe_features(x)
+    # by hand: the normalised states of steps 0 and 1 under the uniform label, averaged
+    fr = net.frames(x)
+    s0 = net.step(net.frame(fr, 0), torch.full((6, 3), 1 / 3), net.initial_states(6, x.device))
+    s1 = net.step(net.frame(fr, 1), torch.full((6, 3), 1 / 3), s0)
+    by_hand = [
+        (normalize(a[i], "rms") + normalize(b[i], "rms")) / 2 for a, b in [(s0, s1)] for i in (0, 1)
+    ]
+    torch.testing.assert_close(expected, torch.cat(by_hand, 1))
+    seen: list[torch.Tensor] = []
+    net.probe.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach()))
+    net.label_scores = _boom  # type: ignore[method-assign]
+    metrics = net.train_step(x, y, torch.arange(6), torch.Generator().manual_seed(0))
+    assert seen and all(torch.allclose(s, expected, atol=1e-6) for s in seen)
+    assert {"probe", "probe_acc"} <= set(metrics)
+    assert int(net.schedulers[-1].last_epoch) == 1  # the classifier steps once per batch
+    assert int(net.schedulers[0].last_epoch) == 6 - 2
+
+
+def test_classifier_without_hidden_steps_sees_a_uniform_label_pass() -> None:
+    net = _net(*PROBE, "recurrent.label_hidden_steps=0")
+    assert net.probe_steps == 5  # the end of the prediction window
+    x = torch.rand(4, 1, 4, 4)
+    # the features do not depend on anything but the image
+    torch.testing.assert_close(net.probe_features(x), net.probe_features(x.clone()))
+    net.configure(net.config.train, 10)
+    net.label_scores = _boom  # type: ignore[method-assign]
+    net.train_step(x, torch.tensor([0, 1, 2, 0]), torch.arange(4), torch.Generator())
+
+
+def test_probe_readout_predicts_from_the_classifier_and_round_trips() -> None:
+    net = _net("readout.kind=probe", "recurrent.label_hidden_steps=1")
+    assert net.probe is not None
+    with torch.no_grad():
+        net.probe.weight.normal_()
+    net.label_scores = _boom  # type: ignore[method-assign]
+    x = torch.rand(5, 1, 4, 4)
+    torch.testing.assert_close(net.predict(x), net.probe(net.probe_features(x)).argmax(1))
+    other = _net("readout.kind=probe", "recurrent.label_hidden_steps=1")
+    other.load_state_dict(net.state_dict())
+    assert torch.equal(other.probe.weight, net.probe.weight)  # type: ignore[union-attr]
+
+
+def test_recurrent_net_with_classifier_negatives_learns_on_synthetic_data() -> None:
+    from forwardforward.train import Trainer
+
+    config = _config(
+        *PROBE,
+        "recurrent.label_hidden_steps=2",
+        "data.dataset=synthetic",
+        "model.layers=[64, 64]",
+        "train.epochs=2",
+        "train.threads=1",
+    )
+    assert Trainer(config, progress=False).fit()["test_acc"] > 0.5

@@ -389,15 +389,15 @@ def validate(config: RunConfig) -> None:
                 f"recurrent.window must be [start, stop) within 0..{rc.steps}, got {rc.window}"
             )
         neg = config.negatives
-        if m.local or neg.kind not in ("random_wrong", "hard") or neg.scores != "goodness":
+        if m.local or neg.kind not in ("random_wrong", "hard"):
             raise ConfigError(
                 "the recurrent net takes fully connected layers (its label enters at the top, "
-                "model.label is not used) and random_wrong or hard negatives scored by goodness"
+                "model.label is not used) and random_wrong or hard negatives"
             )
-        if config.readout.kind != "goodness" or t.schedule != "simultaneous":
+        if config.readout.probe_mode != "joint" or t.schedule != "simultaneous":
             raise ConfigError(
-                "the recurrent net predicts by goodness (readout.kind = 'goodness') and trains "
-                "all layers together (train.schedule = 'simultaneous')"
+                "the recurrent net trains all layers together (train.schedule = 'simultaneous') "
+                "and its classifier with them (readout.probe_mode = 'joint')"
             )
     for registry, value in (
         (NORMS, m.norm),

@@ -26,7 +26,13 @@ from forwardforward.data.video import SEQUENCES
 from forwardforward.layers import ACTIVATIONS, normalize
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import NEGATIVES, Hard
-from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config, pixels
+from forwardforward.nets.base import (
+    NetBase,
+    lr_lambda,
+    make_optimizer,
+    optimizer_from_config,
+    pixels,
+)
 
 
 class RecurrentLayer(nn.Module):
@@ -89,6 +95,13 @@ class RecurrentFFNet(NetBase, nn.Module):
         self.goodness = self.objective.goodness
         self.readout_layers = list(config.readout.layers) or list(range(len(m.layers)))
         self.sign = -1.0 if rc.negate_top_down else 1.0
+        # RecurrentForwardForward's classifier: a linear softmax on time-averaged activities
+        # with the label hidden; it samples hard negatives and can predict
+        self.probe: nn.Linear | None = None
+        if config.readout.kind == "probe" or config.negatives.scores == "probe":
+            self.probe = nn.Linear(sum(self.widths[i] for i in self.readout_layers), num_classes)
+            nn.init.zeros_(self.probe.weight)
+            nn.init.zeros_(self.probe.bias)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
 
@@ -142,6 +155,49 @@ class RecurrentFFNet(NetBase, nn.Module):
             torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total))
             for opt in self.optimizers
         ]
+        if self.probe is not None:
+            r = self.config.readout
+            popt = make_optimizer(
+                list(self.probe.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
+                r.probe_weight_decay,
+            )  # fmt: skip
+            self.optimizers.append(popt)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(
+                    popt, lr_lambda(o.schedule, steps_per_epoch * train.epochs)
+                )
+            )
+
+    # -- the classifier ----------------------------------------------------------------------------
+
+    @property
+    def probe_steps(self) -> int:
+        """The classifier sees the states of iterations ``[0, k)`` with the label hidden:
+        ``k = label_hidden_steps`` (free during training), or the prediction window's end when
+        the label is never hidden."""
+        rc = self.config.recurrent
+        return rc.label_hidden_steps or rc.window[1]
+
+    def _features(self, history: list[list[Tensor]]) -> Tensor:
+        """Readout layers' normalised states averaged over iterations -> ``(N, F)``."""
+        norm = self.config.model.norm if self.config.model.norm != "none" else "rms"
+        per_layer = [
+            torch.stack([normalize(states[i].float(), norm) for states in history]).mean(0)
+            for i in self.readout_layers
+        ]
+        return torch.cat(per_layer, 1)
+
+    @torch.no_grad()
+    def probe_features(self, x: Tensor) -> Tensor:
+        """The classifier's input for images or sequences ``(N, ...)``: ``(N, F)``."""
+        fr = self.frames(x)
+        hidden = self.label_code(torch.zeros(fr.shape[0], dtype=torch.long), hidden=True)
+        states = self.initial_states(fr.shape[0], fr.device)
+        history = []
+        for t in range(self.probe_steps):
+            states = self.step(self.frame(fr, t), hidden.to(fr.device), states)
+            history.append(states)
+        return self._features(history)
 
     def _losses(self, states: list[Tensor], b: int) -> list[Tensor]:
         return [self.objective(i, h, b)[0] for i, h in enumerate(states)]
@@ -155,7 +211,8 @@ class RecurrentFFNet(NetBase, nn.Module):
             step = int(self.schedulers[0].last_epoch)
             raise TrainingDiverged(f"loss of layer {bad} is {stacked[bad].item()} at step {step}")
         torch.stack(losses).sum().backward()
-        for opt, sched in zip(self.optimizers, self.schedulers, strict=True):
+        n = len(self.layers)  # the probe, if any, steps on its own loss
+        for opt, sched in zip(self.optimizers[:n], self.schedulers[:n], strict=True):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
@@ -167,23 +224,34 @@ class RecurrentFFNet(NetBase, nn.Module):
         is shown (or once per sequence)."""
         rc = self.config.recurrent
         fr = self.frames(x)
-        scores = self.label_scores(fr) if self.sampler.needs_scores else None
-        if scores is not None and not self.config.model.maximize:
-            scores = -scores
-        _, q_neg = self.sampler(y, self.num_classes, gen, scores)
         b = fr.shape[0]
+        # while the label is hidden, positive and negative rows are the same: run them once
+        states = self.initial_states(b, fr.device)
+        history = []
+        with torch.no_grad():
+            hidden = self.label_code(y, hidden=True)
+            for t in range(rc.label_hidden_steps):
+                states = self.step(self.frame(fr, t), hidden, states)
+                history.append(states)
+        metrics: dict[str, Tensor] = {}
+        feats = None
+        if self.probe is not None:
+            feats = self._features(history) if history else self.probe_features(fr)
+        scores = None
+        if self.sampler.needs_scores:
+            if self.config.negatives.scores == "probe":
+                assert self.probe is not None and feats is not None
+                scores = self.probe(feats).detach()
+            else:
+                scores = self.label_scores(fr)
+                scores = scores if self.config.model.maximize else -scores
+        _, q_neg = self.sampler(y, self.num_classes, gen, scores)
         both = torch.cat([fr, fr])
         codes = torch.cat([F.one_hot(y, self.num_classes).float(), q_neg])
-        hidden = self.label_code(torch.cat([y, y]), hidden=True)
-        states = self.initial_states(2 * b, fr.device)
+        states = [torch.cat([s, s]) for s in states]
         pending: list[Tensor] = []
         sums = torch.zeros(len(self.layers))
-        for t in range(rc.steps):
-            showing = t >= rc.label_hidden_steps
-            if not showing:
-                with torch.no_grad():
-                    states = self.step(self.frame(both, t), hidden, states)
-                continue
+        for t in range(rc.label_hidden_steps, rc.steps):
             states = self.step(self.frame(both, t), codes, states)
             losses = self._losses(states, b)
             sums += torch.stack([loss.detach() for loss in losses])
@@ -195,7 +263,22 @@ class RecurrentFFNet(NetBase, nn.Module):
         if pending:
             self._learn(pending)
         shown = rc.steps - rc.label_hidden_steps
-        return {f"loss{i}": sums[i] / shown for i in range(len(self.layers))}
+        metrics.update({f"loss{i}": sums[i] / shown for i in range(len(self.layers))})
+        if self.probe is not None:
+            assert feats is not None
+            logits = self.probe(feats)
+            probe_loss = F.cross_entropy(logits, y)
+            if not bool(torch.isfinite(probe_loss)):
+                from forwardforward.errors import TrainingDiverged
+
+                raise TrainingDiverged(f"loss of the probe is {probe_loss.item()}")
+            probe_loss.backward()
+            self.optimizers[-1].step()
+            self.optimizers[-1].zero_grad(set_to_none=True)
+            self.schedulers[-1].step()
+            metrics["probe"] = probe_loss.detach()
+            metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
+        return metrics
 
     # -- prediction ------------------------------------------------------------------------------
 
@@ -241,6 +324,9 @@ class RecurrentFFNet(NetBase, nn.Module):
 
     @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
+        if self.probe is not None and self.config.readout.kind == "probe":
+            logits: Tensor = self.probe(self.probe_features(x))
+            return logits.argmax(1)
         scores = self.label_scores(x)
         select = self.config.readout.select
         if select == "auto":
