@@ -58,10 +58,14 @@ class RecurrentLayer(nn.Module):
 
     def propose(self, below: Tensor, above: Tensor, own: Tensor, sign: float, p: float) -> Tensor:
         """The pre-activation from the (already normalised, detached) inputs ``(B, .)``."""
-        z: Tensor = self.bottom_up(F.dropout(below, p, self.training))
-        z = z + sign * self.top_down(F.dropout(above, p, self.training))
+        drop = p > 0 and self.training
+        if drop:
+            below, above, own = (F.dropout(t, p) for t in (below, above, own))
+        z: Tensor = self.bottom_up(below)
+        td = self.top_down(above)
+        z = z - td if sign < 0 else z + sign * td
         if self.lateral is not None:
-            z = z + self.lateral(F.dropout(own, p, self.training))
+            z = z + self.lateral(own)
         return z
 
 
@@ -125,14 +129,14 @@ class RecurrentFFNet(NetBase, nn.Module):
         step before (detached) -> the new states (with the graph of this step only)."""
         rc, norm = self.config.recurrent, self.config.model.norm
         prev = [s.detach() for s in states]
-        below = [normalize(image, norm), *(normalize(s, norm) for s in prev[:-1])]
-        above = [*(normalize(s, norm) for s in prev[1:]), label]
+        normed = [normalize(s, norm) for s in prev]  # each state feeds up to three paths
+        below = [normalize(image, norm), *normed[:-1]]
+        above = [*normed[1:], label]
         new = []
         for i, layer in enumerate(self.layers):
             assert isinstance(layer, RecurrentLayer)
-            own = normalize(prev[i], norm)
-            proposed = self.act(layer.propose(below[i], above[i], own, self.sign, rc.dropout))
-            new.append((1 - rc.damping) * prev[i] + rc.damping * proposed)
+            proposed = self.act(layer.propose(below[i], above[i], normed[i], self.sign, rc.dropout))
+            new.append(torch.lerp(prev[i], proposed, rc.damping))  # (1 - d) old + d new
         return new
 
     def label_code(self, y: Tensor, hidden: bool) -> Tensor:
