@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from forwardforward.config import RunConfig, load_preset
@@ -52,8 +53,10 @@ def test_activities_do_not_depend_on_a_hidden_label() -> None:
     assert not torch.equal(g0[3:], g1[3:])  # shown: the label matters
 
 
-def test_batched_prediction_equals_the_per_label_loop() -> None:
-    net = _net("recurrent.lateral=true", "recurrent.label_hidden_steps=1")
+@pytest.mark.parametrize("hidden", [0, 1, 3, 5])
+def test_batched_prediction_equals_the_per_label_loop(hidden: int) -> None:
+    """Also when the label is hidden into or past the window (steps 2..4 of 6)."""
+    net = _net("recurrent.lateral=true", f"recurrent.label_hidden_steps={hidden}")
     x = torch.rand(7, 1, 4, 4)
     torch.testing.assert_close(net.label_scores(x), net.label_scores_naive(x))
 

@@ -307,12 +307,29 @@ class RecurrentFFNet(NetBase, nn.Module):
         """Goodness summed over the window's steps and ``layers`` for every label: ``(B, C)``.
         All labels run as one ``(B C)``-row batch."""
         layers = self.readout_layers if layers is None else layers
+        rc = self.config.recurrent
         fr = self.frames(x)
         b, c = fr.shape[0], self.num_classes
-        labels = torch.arange(c, device=fr.device).repeat(b)
-        g = self.settle(fr.repeat_interleave(c, 0), labels)  # (T, L, B C)
-        start, stop = self.config.recurrent.window
-        return g[start:stop, layers].sum((0, 1)).view(b, c)
+        start, stop = rc.window
+        # the steps with the label hidden do not depend on it: run them once per image, then
+        # every label until the window ends (the steps after it do not count)
+        shared = min(rc.label_hidden_steps, stop)
+        states = self.initial_states(b, fr.device)
+        hidden = self.label_code(torch.zeros(b, dtype=torch.long, device=fr.device), hidden=True)
+        total = torch.zeros(b, device=fr.device)
+        for t in range(shared):
+            states = self.step(self.frame(fr, t), hidden, states)
+            if t >= start:
+                total += sum(self.goodness(states[i]) for i in layers)
+        total = total.repeat_interleave(c)
+        states = [s.repeat_interleave(c, 0) for s in states]
+        frames = fr.repeat_interleave(c, 0)
+        codes = self.label_code(torch.arange(c, device=fr.device).repeat(b), hidden=False)
+        for t in range(shared, stop):
+            states = self.step(self.frame(frames, t), codes, states)
+            if t >= start:
+                total += sum(self.goodness(states[i]) for i in layers)
+        return total.view(b, c)
 
     @torch.no_grad()
     def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
