@@ -63,7 +63,7 @@ class RecurrentLayer(nn.Module):
             below, above, own = (F.dropout(t, p) for t in (below, above, own))
         z: Tensor = self.bottom_up(below)
         td = self.top_down(above)
-        z = z - td if sign < 0 else z + sign * td
+        z = z - td if sign < 0 else z + td  # sign is +1 or -1
         if self.lateral is not None:
             z = z + self.lateral(own)
         return z
@@ -195,11 +195,12 @@ class RecurrentFFNet(NetBase, nn.Module):
     def probe_features(self, x: Tensor) -> Tensor:
         """The classifier's input for images or sequences ``(N, ...)``: ``(N, F)``."""
         fr = self.frames(x)
-        hidden = self.label_code(torch.zeros(fr.shape[0], dtype=torch.long), hidden=True)
+        labels = torch.zeros(fr.shape[0], dtype=torch.long, device=fr.device)
+        hidden = self.label_code(labels, hidden=True)
         states = self.initial_states(fr.shape[0], fr.device)
         history = []
         for t in range(self.probe_steps):
-            states = self.step(self.frame(fr, t), hidden.to(fr.device), states)
+            states = self.step(self.frame(fr, t), hidden, states)
             history.append(states)
         return self._features(history)
 
