@@ -8,8 +8,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from forwardforward.config import OptimConfig, TrainConfig
+from forwardforward.config import OptimConfig, RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
+from forwardforward.negatives import NegativeSampler
 
 
 @runtime_checkable
@@ -80,6 +81,26 @@ class NetBase(OwnsOptimizers):
     def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
         """Called before every epoch, with the run's generator (e.g. to refresh negatives)."""
         return None
+
+    config: RunConfig
+    sampler: NegativeSampler
+    probe: torch.nn.Linear | None
+
+    def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        raise NotImplementedError
+
+    def negative_scores(self, x: Tensor, feats: Tensor | None) -> Tensor | None:
+        """What a hard-negative sampler draws wrong labels from, higher meaning more likely
+        ``(B, C)``: the probe's logits on ``feats`` (``negatives.scores = "probe"``) or every
+        label's goodness (negated under the inverted objective); None for other samplers."""
+        if not self.sampler.needs_scores:
+            return None
+        if self.config.negatives.scores == "probe":
+            assert self.probe is not None and feats is not None
+            logits: Tensor = self.probe(feats).detach()
+            return logits
+        scores = self.label_scores(x)
+        return scores if self.config.model.maximize else -scores
 
 
 def pixels(x: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:

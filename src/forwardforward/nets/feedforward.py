@@ -292,15 +292,7 @@ class FFNet(NetBase, nn.Module):
         reuse = joint and images is not None and images.positives_are_presented
         if self.probe is not None and not reuse and (joint or self.sampler.needs_scores):
             feats = self.probe_features(xf)
-        scores = None
-        if self.sampler.needs_scores:
-            if self.config.negatives.scores == "probe":
-                assert self.probe is not None and feats is not None
-                scores = self.probe(feats).detach()
-            else:
-                scores = self.label_scores(xf)
-                scores = scores if self.config.model.maximize else -scores
-        a_pos, a_neg = self.inputs(xf, y, gen, scores)
+        a_pos, a_neg = self.inputs(xf, y, gen, self.negative_scores(xf, feats))
         b = a_pos.shape[0]
         a = torch.cat([a_pos, a_neg])
         losses: list[Tensor] = []

@@ -242,15 +242,7 @@ class RecurrentFFNet(NetBase, nn.Module):
         feats = None
         if self.probe is not None:
             feats = self._features(history) if history else self.probe_features(fr)
-        scores = None
-        if self.sampler.needs_scores:
-            if self.config.negatives.scores == "probe":
-                assert self.probe is not None and feats is not None
-                scores = self.probe(feats).detach()
-            else:
-                scores = self.label_scores(fr)
-                scores = scores if self.config.model.maximize else -scores
-        _, q_neg = self.sampler(y, self.num_classes, gen, scores)
+        _, q_neg = self.sampler(y, self.num_classes, gen, self.negative_scores(fr, feats))
         both = torch.cat([fr, fr])
         codes = torch.cat([F.one_hot(y, self.num_classes).float(), q_neg])
         states = [torch.cat([s, s]) for s in states]
