@@ -10,6 +10,7 @@ from torch import Tensor
 
 from forwardforward.config import OptimConfig, RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
+from forwardforward.layers import normalize, standardize
 from forwardforward.negatives import NegativeSampler
 
 
@@ -88,6 +89,14 @@ class NetBase(OwnsOptimizers):
 
     def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
         raise NotImplementedError
+
+    def _readout_norm(self, h: Tensor) -> Tensor:
+        """One readout layer's activities ``(B, H)`` normalised for the probe: per-sample
+        standardisation (``readout.probe_norm = "std"``) or the model's norm (RMS if none)."""
+        if self.config.readout.probe_norm == "std":
+            return standardize(h)
+        m = self.config.model
+        return normalize(h, m.norm if m.norm != "none" else "rms")
 
     def negative_scores(self, x: Tensor, feats: Tensor | None) -> Tensor | None:
         """What a hard-negative sampler draws wrong labels from, higher meaning more likely

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.errors import ConfigError
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
-from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d, normalize, standardize
+from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import (
     IMAGE_NEGATIVES,
@@ -403,13 +403,6 @@ class FFNet(NetBase, nn.Module):
                 if i in self.readout_layers:
                     feats.append(self._readout_norm(a.float()))
         return torch.cat(feats, dim=1)
-
-    def _readout_norm(self, h: Tensor) -> Tensor:
-        """One readout layer's activities ``(B, H)`` normalised for the probe."""
-        if self.config.readout.probe_norm == "std":
-            return standardize(h)
-        m = self.config.model
-        return normalize(h, m.norm if m.norm != "none" else "rms")
 
     @torch.no_grad()
     def log_probs(self, x: Tensor) -> Tensor | None:

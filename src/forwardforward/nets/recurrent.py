@@ -184,9 +184,8 @@ class RecurrentFFNet(NetBase, nn.Module):
 
     def _features(self, history: list[list[Tensor]]) -> Tensor:
         """Readout layers' normalised states averaged over iterations -> ``(N, F)``."""
-        norm = self.config.model.norm if self.config.model.norm != "none" else "rms"
         per_layer = [
-            torch.stack([normalize(states[i].float(), norm) for states in history]).mean(0)
+            torch.stack([self._readout_norm(states[i].float()) for states in history]).mean(0)
             for i in self.readout_layers
         ]
         return torch.cat(per_layer, 1)
