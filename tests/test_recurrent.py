@@ -169,3 +169,18 @@ def test_recurrent_net_with_classifier_negatives_learns_on_synthetic_data() -> N
         "train.threads=1",
     )
     assert Trainer(config, progress=False).fit()["test_acc"] > 0.5
+
+
+def test_bf16_precision_runs_the_products_in_bf16_and_keeps_fp32_states() -> None:
+    net = _net("train.precision=bf16")
+    x = torch.rand(5, 16)
+    label = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
+    prev = [torch.rand(5, 12), torch.rand(5, 8)]
+    exact = net.step(x, label, prev)
+    net.configure(net.config.train, 10)
+    assert net.autocast_dtype == torch.bfloat16
+    low = net.step(x, label, prev)
+    assert all(s.dtype == torch.float32 for s in low)
+    assert any(not torch.equal(a, b) for a, b in zip(exact, low, strict=True))
+    for a, b in zip(exact, low, strict=True):
+        torch.testing.assert_close(b, a, atol=0.05, rtol=0.02)

@@ -108,6 +108,7 @@ class RecurrentFFNet(NetBase, nn.Module):
             nn.init.zeros_(self.probe.bias)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.autocast_dtype: torch.dtype | None = None
 
     # -- dynamics --------------------------------------------------------------------------------
 
@@ -133,10 +134,17 @@ class RecurrentFFNet(NetBase, nn.Module):
         below = [normalize(image, norm), *normed[:-1]]
         above = [*normed[1:], label]
         new = []
-        for i, layer in enumerate(self.layers):
-            assert isinstance(layer, RecurrentLayer)
-            proposed = self.act(layer.propose(below[i], above[i], normed[i], self.sign, rc.dropout))
-            new.append(torch.lerp(prev[i], proposed, rc.damping))  # (1 - d) old + d new
+        # bf16 products (train.precision); the states stay fp32
+        with torch.autocast(
+            image.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            for i, layer in enumerate(self.layers):
+                assert isinstance(layer, RecurrentLayer)
+                z = layer.propose(below[i], above[i], normed[i], self.sign, rc.dropout)
+                proposed = self.act(z).float()
+                new.append(torch.lerp(prev[i], proposed, rc.damping))  # (1 - d) old + d new
         return new
 
     def label_code(self, y: Tensor, hidden: bool) -> Tensor:
@@ -152,6 +160,7 @@ class RecurrentFFNet(NetBase, nn.Module):
     def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
         o = self.config.optim
         rc = self.config.recurrent
+        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
         per_batch = rc.steps - rc.label_hidden_steps if rc.update == "every_step" else 1
         total = steps_per_epoch * train.epochs * per_batch
         self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
