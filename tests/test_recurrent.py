@@ -184,3 +184,22 @@ def test_bf16_precision_runs_the_products_in_bf16_and_keeps_fp32_states() -> Non
     assert any(not torch.equal(a, b) for a, b in zip(exact, low, strict=True))
     for a, b in zip(exact, low, strict=True):
         torch.testing.assert_close(b, a, atol=0.05, rtol=0.02)
+
+
+def test_label_gain_scales_the_weights_from_the_label_only() -> None:
+    plain = _net()
+    torch.manual_seed(0)
+    net = RecurrentFFNet(_config("model.layers=[12, 400]", "recurrent.label_gain=3"), (1, 4, 4), 3)
+    top = net.layers[-1].top_down.weight.detach()
+    expected = 3 * (2 / 3) ** 0.5
+    assert abs(float(top.std()) - expected) < 0.1 * expected
+    # the other top-down weights keep U(-0.05, 0.05)
+    assert float(net.layers[0].top_down.weight.detach().abs().max()) <= 0.05
+    assert float(plain.layers[-1].top_down.weight.detach().abs().max()) <= 0.05
+
+
+def test_negative_label_gain_is_rejected() -> None:
+    from forwardforward.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="label_gain"):
+        _config("recurrent.label_gain=-1")

@@ -105,6 +105,10 @@ class RecurrentConfig:
     ``per_sequence``: losses are summed over the iterations and applied once."""
     window: list[int] = field(default_factory=lambda: [2, 5])
     """Iterations ``[start, stop)`` (0-based) whose goodness is summed to predict."""
+    label_gain: float = 0.0
+    """Initial scale of the top layer's weights from the label code: ``N(0, gain^2 * 2 / C)``
+    (He's initialisation times ``gain``; RecurrentForwardForward uses 3). 0: ``U(-0.05, 0.05)``
+    like every other top-down weight, which leaves the label nearly invisible at first."""
 
 
 @dataclass
@@ -382,6 +386,8 @@ def validate(config: RunConfig) -> None:
         _choice("recurrent.update", rc.update, ("every_step", "per_sequence"))
         if rc.steps < 1 or not 0 < rc.damping <= 1 or not 0 <= rc.dropout < 1:
             raise ConfigError("recurrent: steps >= 1, damping in (0, 1], dropout in [0, 1)")
+        if not (math.isfinite(rc.label_gain) and rc.label_gain >= 0):
+            raise ConfigError(f"recurrent.label_gain must be >= 0, got {rc.label_gain}")
         if not 0 <= rc.label_hidden_steps < rc.steps:
             raise ConfigError("recurrent.label_hidden_steps must be in [0, recurrent.steps)")
         if len(rc.window) != 2 or not 0 <= rc.window[0] < rc.window[1] <= rc.steps:

@@ -89,6 +89,11 @@ class RecurrentFFNet(NetBase, nn.Module):
             RecurrentLayer(widths[i], widths[i + 1], widths[i + 2], rc.lateral)
             for i in range(len(m.layers))
         )
+        if rc.label_gain > 0:  # the top layer's weights from the label code
+            top = self.layers[-1]
+            assert isinstance(top, RecurrentLayer)
+            with torch.no_grad():
+                top.top_down.weight.normal_(0.0, rc.label_gain * math.sqrt(2.0 / num_classes))
         self.widths = list(m.layers)
         self.act = ACTIVATIONS[m.activation]
         sampler = NEGATIVES[config.negatives.kind]
