@@ -335,3 +335,35 @@ def test_random_overrides_raise_only_config_errors(overrides: list[str]) -> None
     except ConfigError:
         return
     validate(config)  # what load_preset returns is valid
+
+
+@given(
+    schedule=st.sampled_from(["constant", "cooldown", "cosine"]),
+    total=st.integers(1, 500),
+    warmup=st.integers(1, 100),
+    step=st.integers(0, 600),
+)
+def test_warmup_ramps_the_schedule_linearly(
+    schedule: str, total: int, warmup: int, step: int
+) -> None:
+    from forwardforward.nets.base import lr_lambda
+
+    plain, ramped = lr_lambda(schedule, total), lr_lambda(schedule, total, warmup)
+    assert ramped(step) == pytest.approx(plain(step) * min(1.0, (step + 1) / warmup))
+    assert 0.0 <= ramped(step) <= 1.0
+
+
+def test_schedules_have_their_shapes() -> None:
+    from forwardforward.nets.base import lr_lambda
+
+    cool = lr_lambda("cooldown", 100)
+    assert cool(0) == cool(49) == 1.0 and cool(75) == pytest.approx(0.5) and cool(100) == 0.0
+    cos = lr_lambda("cosine", 100)
+    assert cos(0) == 1.0 and cos(50) == pytest.approx(0.5) and cos(100) == pytest.approx(0.0)
+    ramp = lr_lambda("constant", 100, warmup=4)
+    assert [ramp(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+
+
+def test_negative_warmup_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="warmup"):
+        load_preset("mnist-quick", ["optim.warmup=-1"])

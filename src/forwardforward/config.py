@@ -181,6 +181,9 @@ class OptimConfig:
     """``constant``, ``cooldown`` (constant, then linear to 0 over the second half), ``cosine``."""
     decay_bias: bool = True
     """False: weight decay applies to weight matrices only (Hinton's Matlab code)."""
+    warmup: int = 0
+    """Optimiser steps over which the learning rate ramps linearly up from ``lr / warmup``
+    (0: none); the schedule applies on top."""
 
 
 @dataclass
@@ -472,6 +475,8 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(f"{key}.betas must be two numbers, got {optim.betas}")
         if not optim.lr > 0 or not math.isfinite(optim.lr):
             raise ConfigError(f"{key}.lr must be positive, got {optim.lr}")
+        if optim.warmup < 0:
+            raise ConfigError(f"{key}.warmup must be >= 0 steps, got {optim.warmup}")
     _choice("train.schedule", t.schedule, ("simultaneous", "greedy"))
     _choice("train.precision", t.precision, ("fp32", "bf16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))

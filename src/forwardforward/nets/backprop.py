@@ -63,7 +63,7 @@ class BackpropNet(NetBase, nn.Module):
         self.optimizers = [opt]
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(
-                opt, lr_lambda(b.optim.schedule, steps_per_epoch * epochs)
+                opt, lr_lambda(b.optim.schedule, steps_per_epoch * epochs, b.optim.warmup)
             )
         ]
         self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None

@@ -121,20 +121,28 @@ def pixels(x: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     return f if (mean, std) == (0.0, 1.0) else (f - mean) / std
 
 
-def lr_lambda(schedule: str, total_steps: int) -> Callable[[int], float]:
+def lr_lambda(schedule: str, total_steps: int, warmup: int = 0) -> Callable[[int], float]:
     """The learning-rate factor at a step: ``constant``; ``cooldown`` (1 for the first half,
-    then linear to 0 over the second, as Hinton's and loeweX's code); ``cosine`` (to 0)."""
+    then linear to 0 over the second, as Hinton's and loeweX's code); ``cosine`` (to 0); times a
+    linear ramp over the first ``warmup`` steps."""
     total = max(total_steps, 1)
+    base: Callable[[int], float]
     if schedule == "constant":
-        return lambda step: 1.0
-    if schedule == "cooldown":
+        base = lambda step: 1.0  # noqa: E731
+    elif schedule == "cooldown":
         half = total / 2
-        return lambda step: 1.0 if step < half else max(0.0, (total - step) / (total - half))
-    if schedule == "cosine":
+        base = lambda step: 1.0 if step < half else max(0.0, (total - step) / (total - half))  # noqa: E731
+    elif schedule == "cosine":
         import math
 
-        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-    raise ConfigError(f"unknown schedule {schedule!r}; choose one of: constant, cooldown, cosine")
+        base = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    else:
+        raise ConfigError(
+            f"unknown schedule {schedule!r}; choose one of: constant, cooldown, cosine"
+        )
+    if warmup <= 0:
+        return base
+    return lambda step: base(step) * min(1.0, (step + 1) / warmup)
 
 
 def make_optimizer(

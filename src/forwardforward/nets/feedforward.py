@@ -145,7 +145,7 @@ class FFNet(NetBase, nn.Module):
         total = steps_per_epoch * train.epochs
         self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
         self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total))
+            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total, o.warmup))
             for opt in self.optimizers
         ]
         if self.probe is not None:
