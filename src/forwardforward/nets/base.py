@@ -90,6 +90,22 @@ class NetBase(OwnsOptimizers):
     def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
         raise NotImplementedError
 
+    def probe_features(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels ``(B,)`` by the configured readout: the probe's argmax, or the
+        best label's goodness (argmax, or argmin under the inverted objective)."""
+        if self.probe is not None and self.config.readout.kind == "probe":
+            logits: Tensor = self.probe(self.probe_features(x))
+            return logits.argmax(1)
+        scores = self.label_scores(x)
+        select = self.config.readout.select
+        if select == "auto":
+            select = "argmax" if self.config.model.maximize else "argmin"
+        return scores.argmax(1) if select == "argmax" else scores.argmin(1)
+
     def _readout_norm(self, h: Tensor) -> Tensor:
         """One readout layer's activities ``(B, H)`` normalised for the probe: per-sample
         standardisation (``readout.probe_norm = "std"``) or the model's norm (RMS if none)."""

@@ -411,15 +411,3 @@ class FFNet(NetBase, nn.Module):
             return None
         logits: Tensor = self.probe(self.probe_features(x))
         return torch.log_softmax(logits.float(), 1)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        """Predicted labels ``(B,)`` by the configured readout."""
-        if self.probe is not None and self.config.readout.kind == "probe":
-            logits: Tensor = self.probe(self.probe_features(x))
-            return logits.argmax(1)
-        scores = self.label_scores(x)
-        select = self.config.readout.select
-        if select == "auto":
-            select = "argmax" if self.config.model.maximize else "argmin"
-        return scores.argmax(1) if select == "argmax" else scores.argmin(1)

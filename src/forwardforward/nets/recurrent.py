@@ -348,14 +348,3 @@ class RecurrentFFNet(NetBase, nn.Module):
             labels = torch.full((fr.shape[0],), c, dtype=torch.long, device=fr.device)
             cols.append(self.settle(fr, labels)[start:stop, layers].sum((0, 1)))
         return torch.stack(cols, 1)
-
-    @torch.no_grad()
-    def predict(self, x: Tensor) -> Tensor:
-        if self.probe is not None and self.config.readout.kind == "probe":
-            logits: Tensor = self.probe(self.probe_features(x))
-            return logits.argmax(1)
-        scores = self.label_scores(x)
-        select = self.config.readout.select
-        if select == "auto":
-            select = "argmax" if self.config.model.maximize else "argmin"
-        return scores.argmax(1) if select == "argmax" else scores.argmin(1)
