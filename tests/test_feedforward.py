@@ -46,7 +46,7 @@ def _train_briefly(net: FFNet, steps: int = 5) -> None:
 
 
 @pytest.mark.parametrize("label", ["overwrite", "top_row", "concat"])
-@pytest.mark.parametrize("norm", ["rms", "l2", "none"])
+@pytest.mark.parametrize("norm", ["rms", "l2", "none", "std"])
 @pytest.mark.parametrize("value", ["one", "max"])
 @pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
 def test_label_scores_equal_the_naive_loop(

@@ -44,6 +44,29 @@ def test_normalize_rms_l2_none_by_hand() -> None:
         assert out[1].tolist() == [0.0, 0.0]
 
 
+def test_std_norm_standardises_each_sample_and_has_no_scale_form() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0], [5.0, 5.0, 5.0, 9.0]])
+    out = normalize(x, "std")
+    assert out.mean(1).abs().max() < 1e-6
+    assert out.square().mean(1).tolist() == pytest.approx([1.0, 1.0], rel=1e-5)
+    centred = x[0] - 3.0
+    assert out[0].tolist() == pytest.approx((centred / centred.square().mean().sqrt()).tolist())
+    with pytest.raises(ValueError, match="std"):
+        FFLinear(4, 3, norm="std").scale(torch.ones(1))
+
+
+def test_fflinear_halves_applies_one_weight_to_both_normalised_halves() -> None:
+    torch.manual_seed(0)
+    layer = FFLinear(8, 3, norm="rms", halves=True)
+    assert layer.weight.shape == (3, 4)
+    a, b = torch.rand(5, 4), torch.rand(5, 4)
+    n = normalize(torch.cat([a, b], 1), "rms")  # normalised together, not one by one
+    expected = torch.relu((n[:, :4] + n[:, 4:]) @ layer.weight.T + layer.bias)
+    torch.testing.assert_close(layer(torch.cat([a, b], 1)), expected)
+    with pytest.raises(ValueError, match="even"):
+        FFLinear(7, 3, halves=True)
+
+
 def test_scale_functions_from_sum_of_squares() -> None:
     s = torch.tensor([25.0])
     assert rms_scale(s, 2).item() == pytest.approx(1 / math.sqrt(12.5), rel=1e-6)

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from forwardforward.config import load_preset
-from forwardforward.layers import FFLocallyConnected2d, LocallyConnected2d, normalize
+from forwardforward.errors import ConfigError
+from forwardforward.layers import FFLinear, FFLocallyConnected2d, LocallyConnected2d, normalize
 from forwardforward.negatives import (
     HybridImages,
     SelfContrastive,
@@ -105,6 +106,26 @@ def test_self_contrastive_sum_is_shared_weights_on_the_two_images() -> None:
     )
     # a trained net sees an image paired with itself
     assert torch.equal(SelfContrastive().present(x), 2 * flat)
+
+
+def test_shared_pairing_feeds_both_images_to_one_weight_matrix() -> None:
+    config = load_preset(
+        "scff-mnist",
+        ["negatives.pairing=shared", "negatives.shift=0", "model.layers=[6, 5]", "model.norm=std"],
+    )
+    net = FFNet(config, (1, 4, 4), 10)
+    first = net.layers[0]
+    assert isinstance(first, FFLinear) and first.halves and first.weight.shape == (6, 16)
+    assert not net.layers[1].halves
+    x = torch.rand(3, 1, 4, 4)
+    pos, neg = net.inputs(x.flatten(1), torch.zeros(3, dtype=torch.long), torch.Generator(), None)
+    assert pos.shape == neg.shape == (3, 32)
+    flat = x.flatten(1)
+    n = normalize(torch.cat([flat, flat], 1), "std")
+    expected = first.act((n[:, :16] + n[:, 16:]) @ first.weight.T + first.bias)
+    torch.testing.assert_close(first(pos), expected)
+    with pytest.raises(ConfigError, match="fully connected"):
+        load_preset("scff-mnist", ["negatives.pairing=shared", "model.local=[[4, 3, 1, 1]]"])
 
 
 @given(st.integers(0, 3), st.integers(0, 2**31 - 1))

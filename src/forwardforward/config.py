@@ -132,9 +132,10 @@ class NegativesConfig:
     blurs: int = 6
     """Hybrid negatives: how many times the random bit mask is blurred."""
     pairing: str = "sum"
-    """Self-contrastive negatives: how a pair of images enters the first layer. ``sum`` (SCFF's
-    code: the same weights for both images, so ``W a + W b``) or ``concat`` (side by side,
-    separate weights; the halves can simply be compared)."""
+    """Self-contrastive negatives: how a pair of images enters the first layer. ``sum`` (the
+    same weights for both images: ``W norm(a + b)``), ``shared`` (SCFF's code: the pair is
+    normalised side by side, then ``W (n_a + n_b)``; a fully connected first layer only) or
+    ``concat`` (side by side, separate weights; the halves can simply be compared)."""
     shift: int = 0
     """Self-contrastive negatives: each image of a pair is translated by up to this many pixels."""
 
@@ -507,6 +508,10 @@ def validate(config: RunConfig) -> None:
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
     _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)
+    if config.negatives.pairing == "shared" and m.local:
+        raise ConfigError(
+            "negatives.pairing = 'shared' needs a fully connected first layer (model.local = [])"
+        )
     if config.negatives.blurs < 0 or config.negatives.shift < 0:
         raise ConfigError(
             f"negatives.blurs and negatives.shift must be >= 0, got {config.negatives.blurs} "

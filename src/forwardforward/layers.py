@@ -39,8 +39,13 @@ def no_scale(sum_sq: Tensor, dim: int) -> Tensor:
     return torch.ones_like(sum_sq)
 
 
+def std_scale(sum_sq: Tensor, dim: int) -> Tensor:
+    """Per-sample standardisation subtracts the mean: it is not a scale factor."""
+    raise ValueError("the 'std' norm subtracts each sample's mean: it has no scale form")
+
+
 NORMS: Registry[Callable[[Tensor, int], Tensor]] = Registry(
-    "norm", {"rms": rms_scale, "l2": l2_scale, "none": no_scale}
+    "norm", {"rms": rms_scale, "l2": l2_scale, "none": no_scale, "std": std_scale}
 )
 
 
@@ -54,9 +59,12 @@ def standardize(x: Tensor) -> Tensor:
 
 
 def normalize(x: Tensor, norm: str) -> Tensor:
-    """Normalise each row of ``x`` ``(B, D)`` by the named norm (``rms``, ``l2`` or ``none``)."""
+    """Normalise each row of ``x`` ``(B, D)`` by the named norm: ``rms``, ``l2``, ``none`` or
+    ``std`` (zero mean and unit variance per sample, SCFF's layer inputs)."""
     if norm == "none":
         return x
+    if norm == "std":
+        return standardize(x)
     # one pass over x, no squared temporary
     sum_sq = torch.linalg.vector_norm(x, dim=1, keepdim=True).square()
     scale = NORMS[norm](sum_sq, x.shape[1])
@@ -171,6 +179,8 @@ class FFLinear(FFLayer):
         peer_weight: weight of the peer-normalisation loss (0 disables it).
         peer_momentum: momentum of the running mean activity used by peer normalisation.
         peer_form: ``loss`` (loeweX) or ``pull`` (Hinton's Matlab code); see :meth:`peer_loss`.
+        halves: the input is two halves ``[a, b]`` normalised together, and one weight matrix
+            ``(H, D / 2)`` takes both: ``W (n_a + n_b) + bias`` (SCFF's paired layer).
     """
 
     def __init__(
@@ -185,12 +195,17 @@ class FFLinear(FFLayer):
         peer_weight: float = 0.0,
         peer_momentum: float = 0.9,
         peer_form: str = "loss",
+        halves: bool = False,
     ) -> None:
         super().__init__(
             in_features, out_features, norm, activation, init, peer_weight, peer_momentum,
             peer_form,
         )  # fmt: skip
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        if halves and in_features % 2:
+            raise ValueError(f"halves needs an even input width, got {in_features}")
+        self.halves = halves
+        fan_in = in_features // 2 if halves else in_features
+        self.weight = nn.Parameter(torch.empty(out_features, fan_in))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
         self.reset_parameters()
 
@@ -198,10 +213,10 @@ class FFLinear(FFLayer):
         if self.init == "torch":
             nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
             if self.bias is not None:
-                bound = 1 / math.sqrt(self.in_features)
+                bound = 1 / math.sqrt(self.weight.shape[1])
                 nn.init.uniform_(self.bias, -bound, bound)
         else:
-            fan = self.in_features if self.init == "normal_fan_in" else self.out_features
+            fan = self.weight.shape[1] if self.init == "normal_fan_in" else self.out_features
             nn.init.normal_(self.weight, 0.0, 1.0 / math.sqrt(fan))
             if self.bias is not None:
                 nn.init.zeros_(self.bias)
@@ -209,13 +224,17 @@ class FFLinear(FFLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, D) -> (B, H)``; ``x`` is detached and normalised first."""
-        return self.act(F.linear(normalize(x.detach(), self.norm), self.weight, self.bias))
+        xn = normalize(x.detach(), self.norm)
+        if self.halves:
+            half = xn.shape[1] // 2
+            xn = xn[:, :half] + xn[:, half:]
+        return self.act(F.linear(xn, self.weight, self.bias))
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"norm={self.norm}, activation={self.activation}, bias={self.bias is not None}, "
-            f"peer_weight={self.peer_weight}"
+            f"peer_weight={self.peer_weight}" + (", halves=True" if self.halves else "")
         )
 
 

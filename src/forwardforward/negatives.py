@@ -204,7 +204,7 @@ def shift_images(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     return padded[batch, channel, rows, cols]
 
 
-SCFF_PAIRINGS = ("sum", "concat")
+SCFF_PAIRINGS = ("sum", "concat", "shared")
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,11 @@ class SelfContrastive:
     code) the first layer applies the same weights to both images, so the pair ``(a, b)``
     enters as ``a + b``: a positive is ``2a``, a negative two digits overlaid. With ``concat``
     the images sit side by side with separate weights, and telling ``(a, a)`` from ``(a, b)``
-    is an easy comparison of the halves. ``shift``: each image of a pair is translated by up to
-    that many pixels, independently (SCFF's augmentation; 0 turns it off)."""
+    is an easy comparison of the halves. ``shared`` is SCFF's layer exactly: the images sit
+    side by side, the first layer normalises the pair together and applies one weight matrix
+    to both halves, so a positive keeps its larger norm (its strokes overlap). ``shift``: each
+    image of a pair is translated by up to that many pixels, independently (SCFF's
+    augmentation; 0 turns it off)."""
 
     pairing: str = "sum"
     shift: int = 0

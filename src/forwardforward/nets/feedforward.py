@@ -108,11 +108,13 @@ class FFNet(NetBase, nn.Module):
             )  # fmt: skip
             shape = lc.out_shape
             layers.append(lc)
+        neg = self.config.negatives
         for width in m.layers:
+            halves = not layers and neg.kind == "self_contrastive" and neg.pairing == "shared"
             fc = FFLinear(
                 layers[-1].out_features if layers else in_features, width, norm=m.norm,
                 activation=m.activation, bias=m.bias, init=m.init, peer_weight=m.peer_weight,
-                peer_momentum=m.peer_momentum, peer_form=m.peer_form,
+                peer_momentum=m.peer_momentum, peer_form=m.peer_form, halves=halves,
             )  # fmt: skip
             layers.append(fc)
         return layers
@@ -343,7 +345,8 @@ class FFNet(NetBase, nn.Module):
         xf = self.flat(x)
         enc = self.encoder
         first = self.layers[0]
-        if not isinstance(first, FFLinear):  # no shared product: every label, one stacked batch
+        if not isinstance(first, FFLinear) or first.norm == "std":
+            # no shared product (the std norm is not a scale): every label, one stacked batch
             b, c = xf.shape[0], self.num_classes
             labels = torch.arange(c, device=xf.device).repeat(b)
             h = enc.embed_labels(xf.repeat_interleave(c, 0), labels)
