@@ -210,9 +210,9 @@ SCFF_PAIRINGS = ("sum", "concat", "shared")
 @dataclass(frozen=True)
 class SelfContrastive:
     """SCFF (Nature Communications 2025): the input is a pair of images; the positive pairs an
-    image with itself, the negative with a different image. With ``pairing = "sum"`` (SCFF's
-    code) the first layer applies the same weights to both images, so the pair ``(a, b)``
-    enters as ``a + b``: a positive is ``2a``, a negative two digits overlaid. With ``concat``
+    image with itself, the negative with a different image. With ``pairing = "sum"`` the first
+    layer applies the same weights to both images, so the pair ``(a, b)`` enters as ``a + b``
+    (normalised as one image): a positive is ``2a``, a negative two digits overlaid. With ``concat``
     the images sit side by side with separate weights, and telling ``(a, a)`` from ``(a, b)``
     is an easy comparison of the halves. ``shared`` is SCFF's layer exactly: the images sit
     side by side, the first layer normalises the pair together and applies one weight matrix
