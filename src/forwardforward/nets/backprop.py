@@ -71,11 +71,7 @@ class BackpropNet(NetBase, nn.Module):
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
     ) -> dict[str, Tensor]:
-        with torch.autocast(
-            x.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
+        with self._autocast(x):
             loss = F.cross_entropy(self(x).float(), y)
         if not bool(torch.isfinite(loss)):
             from forwardforward.errors import TrainingDiverged

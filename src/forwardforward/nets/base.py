@@ -86,6 +86,15 @@ class NetBase(OwnsOptimizers):
     config: RunConfig
     sampler: NegativeSampler
     probe: torch.nn.Linear | None
+    autocast_dtype: torch.dtype | None
+
+    def _autocast(self, x: Tensor) -> torch.autocast:
+        """bf16 autocast on ``x``'s device when ``train.precision = "bf16"``, else a no-op."""
+        return torch.autocast(
+            x.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        )
 
     def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
         raise NotImplementedError

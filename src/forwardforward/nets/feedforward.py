@@ -167,13 +167,6 @@ class FFNet(NetBase, nn.Module):
         self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
         self.greedy = train.schedule == "greedy"
 
-    def _autocast(self, x: Tensor) -> torch.autocast:
-        return torch.autocast(
-            x.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        )
-
     def phases(self) -> int:
         """One phase (all layers together), or one per layer for greedy training."""
         return len(self.layers) if self.greedy else 1

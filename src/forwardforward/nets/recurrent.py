@@ -140,11 +140,7 @@ class RecurrentFFNet(NetBase, nn.Module):
         above = [*normed[1:], label]
         new = []
         # bf16 products (train.precision); the states stay fp32
-        with torch.autocast(
-            image.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
+        with self._autocast(image):
             for i, layer in enumerate(self.layers):
                 assert isinstance(layer, RecurrentLayer)
                 z = layer.propose(below[i], above[i], normed[i], self.sign, rc.dropout)
