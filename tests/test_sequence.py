@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from forwardforward.cli import main
-from forwardforward.config import load_preset
+from forwardforward.config import ConfigError, load_preset
 from forwardforward.data.text import ALPHABET, encode, one_hot_windows, windows
 from forwardforward.nets.sequence import SequenceFFNet
 
@@ -78,6 +80,7 @@ def _writer(net: SequenceFFNet, monkeypatch: pytest.MonkeyPatch) -> list[float]:
         length: int,
         temperature: float = 0.0,
         gen: torch.Generator | None = None,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         temperatures.append(temperature)
         code = ALPHABET.index("abcdefgh"[len(temperatures) - 1])
@@ -88,7 +91,7 @@ def _writer(net: SequenceFFNet, monkeypatch: pytest.MonkeyPatch) -> list[float]:
             return out
 
         monkeypatch.setattr(net, "next_scores", scores)
-        return original(prompt, length, temperature, gen)
+        return original(prompt, length, temperature, gen, top_p)
 
     monkeypatch.setattr(net, "generate", generate)
     return temperatures
@@ -195,3 +198,41 @@ def test_a_probe_language_model_generates_from_its_softmax() -> None:
     assert bool((out[0, 10:] == q).all())
     scores = net.next_scores(prompt)
     torch.testing.assert_close(scores.exp().sum(1), torch.ones(1))  # log-probabilities
+
+
+@given(
+    st.lists(st.floats(-5, 5), min_size=2, max_size=12),
+    st.floats(0.01, 1.0),
+)
+def test_nucleus_keeps_the_fewest_most_probable_entries_reaching_top_p(
+    logits: list[float], top_p: float
+) -> None:
+    from forwardforward.nets.sequence import _nucleus
+
+    probs = torch.softmax(torch.tensor([logits], dtype=torch.float64), 1)
+    cut = _nucleus(probs, top_p)[0]
+    kept = cut > 0
+    assert torch.equal(cut[kept], probs[0][kept])  # kept entries are untouched
+    assert probs[0][kept].sum() >= top_p - 1e-9 or bool(kept.all())
+    # every kept entry is at least as probable as every dropped one
+    if (~kept).any():
+        assert probs[0][kept].min() >= probs[0][~kept].max()
+        # and dropping the least probable kept entry would fall short of top_p
+        assert probs[0][kept].sum() - probs[0][kept].min() < top_p
+
+
+def test_top_p_restricts_sampled_characters_to_the_nucleus() -> None:
+    net = _net()
+    prompt = encode("the fox sa")[None].repeat(64, 1)
+    greedy = net.generate(prompt[:1], 1)[0, -1]
+    tiny = net.generate(prompt, 1, 5.0, torch.Generator().manual_seed(0), top_p=1e-6)
+    assert torch.equal(tiny[:, -1], greedy.expand(64))  # only the best character survives
+    wide = net.generate(prompt, 1, 5.0, torch.Generator().manual_seed(0))
+    assert len(set(wide[:, -1].tolist())) > 1  # without the cut, sampling spreads
+
+
+def test_top_p_outside_the_unit_interval_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="top_p"):
+        load_preset("hinton-aesop-selfgen", ["negatives.top_p=0"])
+    with pytest.raises(ConfigError, match="top_p"):
+        load_preset("hinton-aesop-selfgen", ["negatives.top_p=1.5"])

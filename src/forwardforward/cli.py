@@ -222,8 +222,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if not prompt:
         raise FFError("the prompt has no character of the alphabet")
     prompt = prompt[-net.context :].rjust(net.context)
+    if not 0 < args.top_p <= 1:
+        raise FFError(f"--top-p must be in (0, 1], got {args.top_p}")
     gen = torch.Generator().manual_seed(args.seed)
-    codes = net.generate(encode(prompt)[None], args.length, args.temperature, gen)
+    codes = net.generate(encode(prompt)[None], args.length, args.temperature, gen, args.top_p)
     print(decode(codes[0]))
     return 0
 
@@ -306,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="the fox ")
     p.add_argument("--length", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.0, help="0: always the best character")
+    p.add_argument(
+        "--top-p", type=float, default=1.0, help="nucleus sampling: keep this much probability"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_generate)
 

@@ -124,6 +124,10 @@ class NegativesConfig:
     temperature: float = 1.0
     """Hard and self-generated negatives: the scores are divided by this before the softmax
     that samples the model's characters or labels."""
+    top_p: float = 1.0
+    """Self-generated negatives: nucleus sampling. Each character is drawn from the smallest set
+    of the most probable characters whose probabilities add up to at least ``top_p`` (the rest
+    of the softmax is cut off and the kept part renormalised). 1: the whole softmax."""
     replay: int = 1
     """Self-generated negatives: how many generation phases (one per epoch) stay in the
     negative pool; 1 (the paper): only the latest; 0: all of them. A longer memory keeps the
@@ -505,6 +509,8 @@ def validate(config: RunConfig) -> None:
             f"model.input_std must be positive and model.input_mean finite, got "
             f"{m.input_std} and {m.input_mean}"
         )
+    if not 0 < config.negatives.top_p <= 1:
+        raise ConfigError(f"negatives.top_p must be in (0, 1], got {config.negatives.top_p}")
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
     _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)

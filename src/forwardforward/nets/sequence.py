@@ -37,6 +37,7 @@ class SequenceFFNet(FFNet):
         self.context = in_shape[-2]
         self.self_generated = config.negatives.kind == "self_generated"
         self.temperature = config.negatives.temperature
+        self.top_p = config.negatives.top_p
         self.replay = config.negatives.replay
         self._generated: list[Tensor] = []  # (S, K + P) codes, one per generation phase
         self._pool: tuple[Tensor, Tensor] | None = None
@@ -47,7 +48,7 @@ class SequenceFFNet(FFNet):
             return
         per_string = 100 - self.context
         starts = x[::per_string, 0].argmax(-1)  # (S, K) codes of each string's first window
-        self._generated.append(self.generate(starts, per_string, self.temperature, gen))
+        self._generated.append(self.generate(starts, per_string, self.temperature, gen, self.top_p))
         if self.replay:
             self._generated = self._generated[-self.replay :]
         self._build_pool()
@@ -100,11 +101,13 @@ class SequenceFFNet(FFNet):
         length: int,
         temperature: float = 0.0,
         gen: torch.Generator | None = None,
+        top_p: float = 1.0,
     ) -> Tensor:
         """Continue prompts ``(B, K)`` of codes by ``length`` characters -> ``(B, K + length)``.
 
         Temperature 0 takes the best character (deterministic); otherwise characters are sampled
-        from ``softmax(scores / temperature)``.
+        from ``softmax(scores / temperature)``, cut to its nucleus when ``top_p < 1``: the
+        fewest most probable characters whose probabilities reach ``top_p``.
         """
         out = prompt.clone()
         for _ in range(length):
@@ -113,10 +116,21 @@ class SequenceFFNet(FFNet):
                 nxt = scores.argmax(1)
             else:
                 logits = scores / temperature
-                probs = torch.softmax(logits - logits.amax(1, keepdim=True), 1)
+                probs = _nucleus(torch.softmax(logits - logits.amax(1, keepdim=True), 1), top_p)
                 nxt = torch.multinomial(probs, 1, generator=gen).squeeze(1)
             out = torch.cat([out, nxt[:, None]], 1)
         return out
+
+
+def _nucleus(probs: Tensor, top_p: float) -> Tensor:
+    """Zero every probability outside the nucleus of each row: the smallest set of the most
+    probable entries whose sum reaches ``top_p`` (the most probable entry is always kept)."""
+    if top_p >= 1:
+        return probs
+    sorted_p, order = probs.sort(1, descending=True)
+    before = sorted_p.cumsum(1) - sorted_p  # mass of the entries ranked above each one
+    keep = torch.zeros_like(probs, dtype=torch.bool).scatter(1, order, before < top_p)
+    return probs * keep
 
 
 def _one_hot(codes: Tensor) -> Tensor:
