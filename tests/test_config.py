@@ -367,3 +367,23 @@ def test_schedules_have_their_shapes() -> None:
 def test_negative_warmup_is_rejected() -> None:
     with pytest.raises(ConfigError, match="warmup"):
         load_preset("mnist-quick", ["optim.warmup=-1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.theta=wide", "model.theta must be"),
+        ("model.theta_neg=other", "model.theta_neg must be"),
+        ("model.theta=[1.0]", "1 thresholds for 2 layers"),
+        ("model.theta_neg=[1.0, 2.0, 3.0]", "3 thresholds for 2 layers"),
+    ],
+)
+def test_bad_thresholds_are_config_errors(override: str, fragment: str) -> None:
+    assert fragment in _error(["model.layers=[8, 8]", override])
+
+
+def test_per_layer_thresholds_are_accepted() -> None:
+    c = load_preset(
+        "mnist-quick", ["model.layers=[8, 8]", "model.theta=[4, 1]", "model.theta_neg=6"]
+    )
+    assert c.model.theta == [4.0, 1.0] and c.model.theta_neg == 6.0

@@ -74,7 +74,7 @@ def test_label_scores_equal_the_naive_loop(
         )
 
 
-@pytest.mark.parametrize("activation", ["relu_st", "gelu", "silu", "leaky_relu"])
+@pytest.mark.parametrize("activation", ["relu_st", "gelu", "silu", "leaky_relu", "triangle"])
 def test_label_scores_equal_the_naive_loop_other_activations(tiny_config, activation: str) -> None:
     net = _net(tiny_config, f"model.activation={activation}", "model.bias=false")
     x, _ = _data(n=5, seed=4)
@@ -266,9 +266,15 @@ def test_one_optimizer_per_layer_plus_probe(tiny_config) -> None:
 # Greedy schedule
 
 
+@pytest.mark.parametrize("inputs", ["cached", "fresh"])
 @pytest.mark.parametrize("phase", [0, 1, 2])
-def test_greedy_trains_only_the_current_layer(tiny_config, phase: int) -> None:
-    net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
+def test_greedy_trains_only_the_current_layer(tiny_config, phase: int, inputs: str) -> None:
+    net = _net(
+        tiny_config,
+        "train.schedule=greedy",
+        "readout.kind=goodness",
+        f"train.greedy_inputs={inputs}",
+    )
     assert net.phases() == 3
     x, y = _data(n=30, seed=9)
     net.begin_phase(phase, x, y)
@@ -293,6 +299,24 @@ def test_greedy_cache_feeds_layer_k_the_output_of_the_frozen_layers_below(tiny_c
         expected = layer(expected)
     torch.testing.assert_close(a_pos, expected)
     assert net._cache[1].shape == (1, *a_pos.shape)
+
+
+def test_greedy_fresh_inputs_draw_this_batchs_negatives_through_the_frozen_layers(
+    tiny_config,
+) -> None:
+    net = _net(
+        tiny_config, "train.schedule=greedy", "readout.kind=goodness", "train.greedy_inputs=fresh"
+    )
+    x, y = _data(n=30, seed=9)
+    net.begin_phase(1, x, y)
+    assert net._cache is None  # nothing computed ahead
+    ref = copy.deepcopy(net)
+    xb, yb = x[:10], y[:10]
+    a_pos, a_neg = ref.inputs(ref.flat(xb), yb, torch.Generator().manual_seed(5), None)
+    a_pos, a_neg = ref.layers[0](a_pos), ref.layers[0](a_neg)
+    expected = ref.layer_loss(1, ref.layers[1](torch.cat([a_pos, a_neg])), 10)
+    metrics = net.train_step(xb, yb, torch.arange(10), torch.Generator().manual_seed(5))
+    torch.testing.assert_close(metrics["loss1"], expected.detach())
 
 
 def test_greedy_all_wrong_negatives(tiny_config) -> None:

@@ -51,6 +51,34 @@ def test_goodness_gradient_matches_the_formula(name: str) -> None:
     assert torch.allclose(h.grad, 2 * per_unit * h.detach() * weights[:, None, None])
 
 
+def test_triangle_passes_only_the_units_above_the_mean() -> None:
+    x = torch.tensor([[1.0, 2.0, 3.0, 6.0], [0.0, 0.0, 4.0, -4.0]])
+    y = ACTIVATIONS["triangle"](x)
+    # means 3 and 0: what is left above them
+    assert torch.equal(y, torch.tensor([[0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 4.0, 0.0]]))
+    # a batched (B, C, H) input takes the mean of each row of units, as (B C, H) would
+    z = torch.randn(3, 4, 5)
+    assert torch.equal(
+        ACTIVATIONS["triangle"](z).flatten(0, 1), ACTIVATIONS["triangle"](z.flatten(0, 1))
+    )
+
+
+def test_in_place_straight_through_relu_matches_the_out_of_place_one() -> None:
+    from forwardforward.layers import INPLACE_ACTIVATIONS
+
+    for name in ("relu", "relu_st"):
+        x = torch.randn(4, 6)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya = ACTIVATIONS[name](a * 2)
+        yb = INPLACE_ACTIVATIONS[name](b * 2)
+        assert torch.equal(ya, yb)
+        upstream = torch.randn(4, 6)
+        ya.backward(upstream)
+        yb.backward(upstream)
+        assert a.grad is not None and b.grad is not None
+        assert torch.equal(a.grad, b.grad)
+
+
 def test_straight_through_relu_is_relu_forward_and_identity_backward() -> None:
     x = torch.tensor([[-2.0, -0.5, 0.0, 0.5, 3.0]], requires_grad=True)
     y = ACTIVATIONS["relu_st"](x)
@@ -215,3 +243,25 @@ def test_registry_membership_and_get_follow_the_mapping_contract() -> None:
     assert "no_such_loss" not in LOSSES
     assert LOSSES.get("no_such_loss") is None
     assert LOSSES.get("symba") is symba
+
+
+def test_a_negative_threshold_compares_negatives_with_it() -> None:
+    """SCFF's two thresholds: softplus(theta - pos) for positives, softplus(neg - theta_neg)
+    for negatives, per layer; the inverted objective mirrors both."""
+    from forwardforward.losses import LocalObjective
+
+    h = torch.tensor([[2.0, 0.0], [1.0, 1.0], [0.0, 3.0], [1.0, 2.0]])  # goodness 4, 2, 9, 5
+    obj = LocalObjective("sum_squares", "threshold_softplus", True, [4.0, 1.0], 1.0, [2, 2], 6.0)
+    loss, pos, neg = obj(0, h, 2)
+    sp = torch.nn.functional.softplus
+    expected = sp(torch.tensor([4.0 - 4.0, 4.0 - 2.0, 9.0 - 6.0, 5.0 - 6.0])).mean()
+    assert torch.allclose(loss, expected)
+    assert pos.tolist() == [4.0, 2.0] and neg.tolist() == [9.0, 5.0]  # the scores themselves
+    loss1, _, _ = obj(1, h, 2)  # layer 2: theta 1, theta_neg 6
+    assert torch.allclose(loss1, sp(torch.tensor([-3.0, -1.0, 3.0, -1.0])).mean())
+    inverted = LocalObjective("sum_squares", "threshold_softplus", False, 4.0, 1.0, [2, 2], 6.0)
+    # low goodness is positive: softplus(pos_goodness - 4) and softplus(6 - neg_goodness)
+    loss_inv, _, _ = inverted(0, h, 2)
+    assert torch.allclose(loss_inv, sp(torch.tensor([0.0, -2.0, -3.0, 1.0])).mean())
+    same = LocalObjective("sum_squares", "threshold_softplus", True, 4.0, 1.0, [2, 2])
+    assert torch.allclose(same(0, h, 2)[0], threshold_softplus(pos, neg, 4.0, 1.0))

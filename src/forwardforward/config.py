@@ -63,8 +63,12 @@ class ModelConfig:
     maximize: bool = True
     """False gives the inverted objective: low goodness for positive data."""
     loss: str = "threshold_softplus"
-    theta: float | str = "units"
-    """The threshold: a number, or ``units`` for the layer's width (loeweX, Hinton's code)."""
+    theta: float | str | list[float] = "units"
+    """The threshold: a number, ``units`` for the layer's width (loeweX, Hinton's code), or one
+    number per layer."""
+    theta_neg: float | str | list[float] = "same"
+    """The negatives' threshold, in the same forms (``same``: ``theta``). SCFF pushes positives
+    above one threshold and negatives below a higher one (4 and 6 in its first layer)."""
     alpha: float = 1.0
     """Sharpness of the loss (SymBa's alpha; a temperature for threshold-softplus)."""
     peer_weight: float = 0.0
@@ -199,6 +203,10 @@ class TrainConfig:
     batch_size: int = 100
     schedule: str = "simultaneous"
     """``simultaneous`` (every layer steps on every batch) or ``greedy`` (layer by layer)."""
+    greedy_inputs: str = "cached"
+    """Greedy training: ``cached`` computes the trained layer's inputs once per layer, with one
+    draw of negatives (mohammadpz, nebullvm); ``fresh`` draws negatives and augmented views anew
+    for every batch and runs them through the frozen layers below (SCFF)."""
     eval_every: int = 1
     eval_batch_size: int = 1000
     seed: int = 0
@@ -457,11 +465,24 @@ def validate(config: RunConfig) -> None:
     _choice("model.init", m.init, INITS)
     _choice("model.peer_form", m.peer_form, PEER_FORMS)
     _choice("model.label_value", m.label_value, ("one", "max"))
-    if isinstance(m.theta, str) and m.theta != "units":
-        raise ConfigError(f"model.theta must be a number or 'units', got {m.theta!r}")
     if not (m.layers or m.local) or any(w <= 0 for w in m.layers):
         raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
     n_layers = len(m.local) + len(m.layers)
+    thresholds: list[tuple[str, float | str | list[float], tuple[str, ...]]] = [
+        ("theta", m.theta, ("units",)),
+        ("theta_neg", m.theta_neg, ("units", "same")),
+    ]
+    for th_key, th_value, words in thresholds:
+        if isinstance(th_value, str) and th_value not in words:
+            allowed = " or ".join(repr(w) for w in words)
+            raise ConfigError(
+                f"model.{th_key} must be a number, a list or {allowed}, got {th_value!r}"
+            )
+        if isinstance(th_value, list) and len(th_value) != n_layers:
+            raise ConfigError(
+                f"model.{th_key} has {len(th_value)} thresholds for {n_layers} layers: "
+                "give one per layer"
+            )
     _choice("readout.kind", r.kind, ("goodness", "probe"))
     _choice("readout.select", r.select, ("auto", "argmax", "argmin"))
     _choice("readout.probe_mode", r.probe_mode, ("joint", "after"))
@@ -483,6 +504,7 @@ def validate(config: RunConfig) -> None:
         if optim.warmup < 0:
             raise ConfigError(f"{key}.warmup must be >= 0 steps, got {optim.warmup}")
     _choice("train.schedule", t.schedule, ("simultaneous", "greedy"))
+    _choice("train.greedy_inputs", t.greedy_inputs, ("cached", "fresh"))
     _choice("train.precision", t.precision, ("fp32", "bf16"))
     _choice("train.device", t.device, ("auto", "cpu", "cuda"))
     _choice("data.eval_split", config.data.eval_split, ("test", "val"))

@@ -79,10 +79,13 @@ class LocalObjective:
         goodness: a name in :data:`forwardforward.goodness.GOODNESS`.
         loss: a name in :data:`LOSSES`.
         maximize: False for the inverted objective (low goodness for positive data).
-        theta: a number, or ``"units"``: mean square activity 1 per unit (the layer's width for
-            ``sum_squares``, 1 for ``mean_squares``).
+        theta: a number, ``"units"``: mean square activity 1 per unit (the layer's width for
+            ``sum_squares``, 1 for ``mean_squares``), or a list with one number per layer.
         alpha: the loss's sharpness.
         widths: every layer's width, for ``theta = "units"``.
+        theta_neg: the negatives' threshold, in the same forms, or ``"same"``. The loss sees the
+            negatives' scores moved by the difference, so that threshold-softplus compares
+            positives with ``theta`` and negatives with ``theta_neg`` (SymBa: a margin).
     """
 
     def __init__(
@@ -90,9 +93,10 @@ class LocalObjective:
         goodness: str,
         loss: str,
         maximize: bool,
-        theta: float | str,
+        theta: float | str | list[float],
         alpha: float,
         widths: list[int],
+        theta_neg: float | str | list[float] = "same",
     ) -> None:
         from forwardforward.goodness import GOODNESS
 
@@ -100,8 +104,22 @@ class LocalObjective:
         self.loss_fn = LOSSES[loss]
         self.maximize, self.alpha = maximize, alpha
         units = [float(w) if goodness == "sum_squares" else 1.0 for w in widths]
-        thetas = units if theta == "units" else [float(theta)] * len(widths)
-        self.thetas = thetas if maximize else [-t for t in thetas]  # thresholds on scores
+
+        def per_layer(value: float | str | list[float]) -> list[float]:
+            if value == "units":
+                return units
+            if isinstance(value, list):
+                if len(value) != len(widths):
+                    raise ValueError(f"{len(value)} thresholds for {len(widths)} layers")
+                return [float(v) for v in value]
+            return [float(value)] * len(widths)
+
+        thetas = per_layer(theta)
+        thetas_neg = thetas if theta_neg == "same" else per_layer(theta_neg)
+        sign = 1.0 if maximize else -1.0
+        self.thetas = [sign * t for t in thetas]  # thresholds on scores
+        # how far the negatives' threshold sits from the positives', on the score scale
+        self.neg_shifts = [sign * (tn - t) for t, tn in zip(thetas, thetas_neg, strict=True)]
 
     def score(self, h: Tensor) -> Tensor:
         """Signed goodness ``(B,)`` of activities ``(B, H)``: higher means "more positive"."""
@@ -117,4 +135,6 @@ class LocalObjective:
         """
         scores = self.score(h)
         pos, neg = scores[:b], scores[b:]
-        return self.loss_fn(pos, neg, self.thetas[i], self.alpha), pos, neg
+        shift = self.neg_shifts[i]
+        seen = neg - shift if shift else neg
+        return self.loss_fn(pos, seen, self.thetas[i], self.alpha), pos, neg

@@ -76,7 +76,7 @@ class FFNet(NetBase, nn.Module):
         self.layers = nn.ModuleList(made)
         self.widths = [layer.out_features for layer in made]
         self.objective = LocalObjective(
-            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths
+            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths, m.theta_neg
         )
         self.goodness = self.objective.goodness
         r = config.readout
@@ -176,7 +176,7 @@ class FFNet(NetBase, nn.Module):
         negatives drawn once (seeded), as mohammadpz and nebullvm do."""
         self._phase = phase
         self._cache = None
-        if not self.greedy:
+        if not self.greedy or self.config.train.greedy_inputs == "fresh":
             return
         gen = torch.Generator(device=x.device).manual_seed(self.config.train.seed + 7919)
         xf = self.flat(x)
@@ -265,9 +265,18 @@ class FFNet(NetBase, nn.Module):
         if not self.greedy and self.schedulers:
             step = int(self.schedulers[0].last_epoch)
         if self.greedy:
-            assert self._cache is not None, "begin_phase was not called"
-            a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
             k = self._phase
+            assert k >= 0, "begin_phase was not called"
+            if self.config.train.greedy_inputs == "fresh":
+                # this batch's negatives (and views) through the frozen layers below
+                xf = self.flat(x)
+                with torch.no_grad(), self._autocast(xf):
+                    a_pos, a_neg = self.inputs(xf, y, gen, None)
+                    for layer in list(self.layers)[:k]:
+                        a_pos, a_neg = layer(a_pos), layer(a_neg)
+            else:
+                assert self._cache is not None, "begin_phase was not called"
+                a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
             with self._autocast(a_pos):
                 h = self.layers[k](torch.cat([a_pos, a_neg]))
                 loss = self.layer_loss(k, h, len(a_pos))

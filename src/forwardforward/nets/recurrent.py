@@ -99,7 +99,7 @@ class RecurrentFFNet(NetBase, nn.Module):
         sampler = NEGATIVES[config.negatives.kind]
         self.sampler = Hard(config.negatives.temperature) if isinstance(sampler, Hard) else sampler
         self.objective = LocalObjective(
-            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths
+            m.goodness, m.loss, m.maximize, m.theta, m.alpha, self.widths, m.theta_neg
         )
         self.goodness = self.objective.goodness
         self.readout_layers = list(config.readout.layers) or list(range(len(m.layers)))
