@@ -85,33 +85,11 @@ class _ReLUStraightThrough(torch.autograd.Function):
         return grad
 
 
-class _ReLUStraightThroughInPlace(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        ctx.mark_dirty(x)
-        return x.clamp_min_(0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
-
-
 def relu_straight_through(x: Tensor) -> Tensor:
     """ReLU forward, identity backward: units that are off still learn (loeweX ``ReLU_full_grad``,
     Hinton's "pretend there is a gradient"). One pass each way."""
     out: Tensor = _ReLUStraightThrough.apply(x)  # type: ignore[no-untyped-call]
     return out
-
-
-def relu_straight_through_(x: Tensor) -> Tensor:
-    """:func:`relu_straight_through` in place, for a pre-activation nothing else holds (no new
-    buffer; the identity backward needs nothing saved)."""
-    out: Tensor = _ReLUStraightThroughInPlace.apply(x)  # type: ignore[no-untyped-call]
-    return out
-
-
-def _relu_(x: Tensor) -> Tensor:
-    return F.relu(x, inplace=True)
 
 
 def _leaky_relu(x: Tensor) -> Tensor:
@@ -135,12 +113,6 @@ ACTIVATIONS: Registry[Callable[[Tensor], Tensor]] = Registry(
         "triangle": triangle,
     },
 )
-
-# in-place forms, for layers whose pre-activation is a temporary of their own
-INPLACE_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": _relu_,
-    "relu_st": relu_straight_through_,
-}
 
 INITS = ("torch", "normal_fan_in", "normal_fan_out")
 PEER_FORMS = ("loss", "pull")
@@ -170,8 +142,6 @@ class FFLayer(nn.Module):
                 f"unknown peer_form {peer_form!r}; choose one of: {', '.join(PEER_FORMS)}"
             )
         self.act = ACTIVATIONS[activation]
-        # the pre-activation is this layer's own temporary: overwrite it where that is safe
-        self.act_ = INPLACE_ACTIVATIONS.get(activation, self.act)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; choose one of: {', '.join(INITS)}")
         self.in_features, self.out_features = in_features, out_features
@@ -265,7 +235,7 @@ class FFLinear(FFLayer):
         if self.halves:
             half = xn.shape[1] // 2
             xn = xn[:, :half] + xn[:, half:]
-        return self.act_(F.linear(xn, self.weight, self.bias))
+        return self.act(F.linear(xn, self.weight, self.bias))
 
     def extra_repr(self) -> str:
         return (
