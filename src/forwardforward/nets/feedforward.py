@@ -179,13 +179,22 @@ class FFNet(NetBase, nn.Module):
         if not self.greedy or self.config.train.greedy_inputs == "fresh":
             return
         gen = torch.Generator(device=x.device).manual_seed(self.config.train.seed + 7919)
-        xf = self.flat(x)
-        with torch.no_grad(), self._autocast(xf):
-            a_pos, a_neg = self.inputs(xf, y, gen, None)
-            for layer in list(self.layers)[:phase]:
-                a_pos, a_neg = layer(a_pos), layer(a_neg)
+        a_pos, a_neg = self._frozen_inputs(x, y, gen, phase)
         # negatives come as K blocks of N (K = 1 but for all_wrong): keep them as (K, N, D)
         self._cache = (a_pos, a_neg.view(-1, *a_pos.shape))
+
+    @torch.no_grad()
+    def _frozen_inputs(
+        self, x: Tensor, y: Tensor, gen: torch.Generator, k: int
+    ) -> tuple[Tensor, Tensor]:
+        """Greedy training: layer ``k``'s positive and negative inputs for images ``x``, drawn
+        from ``gen`` and run through the (frozen) layers below it."""
+        xf = self.flat(x)
+        with self._autocast(xf):
+            a_pos, a_neg = self.inputs(xf, y, gen, None)
+            for layer in list(self.layers)[:k]:
+                a_pos, a_neg = layer(a_pos), layer(a_neg)
+        return a_pos, a_neg
 
     def inputs(
         self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
@@ -267,13 +276,8 @@ class FFNet(NetBase, nn.Module):
         if self.greedy:
             k = self._phase
             assert k >= 0, "begin_phase was not called"
-            if self.config.train.greedy_inputs == "fresh":
-                # this batch's negatives (and views) through the frozen layers below
-                xf = self.flat(x)
-                with torch.no_grad(), self._autocast(xf):
-                    a_pos, a_neg = self.inputs(xf, y, gen, None)
-                    for layer in list(self.layers)[:k]:
-                        a_pos, a_neg = layer(a_pos), layer(a_neg)
+            if self.config.train.greedy_inputs == "fresh":  # this batch's negatives and views
+                a_pos, a_neg = self._frozen_inputs(x, y, gen, k)
             else:
                 assert self._cache is not None, "begin_phase was not called"
                 a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
