@@ -387,3 +387,15 @@ def test_per_layer_thresholds_are_accepted() -> None:
         "mnist-quick", ["model.layers=[8, 8]", "model.theta=[4, 1]", "model.theta_neg=6"]
     )
     assert c.model.theta == [4.0, 1.0] and c.model.theta_neg == 6.0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        (["train.augment_shift=-1"], "train.augment_shift must be >= 0"),
+        (["data.dataset=sequential_mnist", "train.augment_shift=2"], "not for dataset"),
+        (["train.schedule=greedy", "train.augment_shift=2"], "greedy_inputs = 'fresh'"),
+    ],
+)
+def test_bad_augmentation_is_a_config_error(overrides: list[str], fragment: str) -> None:
+    assert fragment in _error(overrides)

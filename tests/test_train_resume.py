@@ -385,3 +385,70 @@ def test_resume_rewrites_the_log_from_the_checkpoint(
     records = _metrics(run)
     assert [r["epoch"] for r in records] == [1, 2, 3]
     assert not any(r.get("stale") for r in records)
+
+
+def _is_translation(moved: torch.Tensor, image: torch.Tensor, k: int) -> bool:
+    """Whether ``moved`` ``(C, H, W)`` is ``image`` translated by some offset of up to ``k``
+    pixels in each direction, zero-filled."""
+    h, w = image.shape[-2:]
+    padded = torch.nn.functional.pad(image, (k, k, k, k))
+    return any(
+        torch.equal(moved, padded[:, dy : dy + h, dx : dx + w])
+        for dy in range(2 * k + 1)
+        for dx in range(2 * k + 1)
+    )
+
+
+@pytest.mark.parametrize("backprop", [False, True])
+def test_augment_shift_trains_on_translated_images(
+    tiny_config, monkeypatch: pytest.MonkeyPatch, backprop: bool
+) -> None:
+    trainer = Trainer(
+        tiny_config("train.epochs=1", "train.augment_shift=2"), backprop=backprop, progress=False
+    )
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = trainer.net.train_step
+
+    def spy(x, y, index, gen):
+        seen.append((x.clone(), index.clone()))
+        return real(x, y, index, gen)
+
+    monkeypatch.setattr(trainer.net, "train_step", spy)
+    trainer.fit()
+    assert len(seen) == STEPS_PER_EPOCH
+    images = trainer.dataset.train.images
+    for x, idx in seen[:3]:
+        assert not torch.equal(x, images[idx])  # translated ...
+        assert all(_is_translation(x[i], images[j], 2) for i, j in enumerate(idx.tolist()))
+    first = seen[0][0]
+    unmoved = sum(torch.equal(first[i], images[j]) for i, j in enumerate(seen[0][1].tolist()))
+    assert unmoved < len(first) // 4  # ... each by its own offset (1 in 25 is (0, 0))
+
+
+def test_a_probe_trained_after_sees_new_translations_every_epoch(
+    tiny_config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = Trainer(
+        tiny_config(
+            "train.epochs=1",
+            "train.augment_shift=1",
+            "readout.probe_mode=after",
+            "readout.probe_epochs=3",
+            "readout.probe_lr=0.001",
+        ),
+        progress=False,
+    )
+    images = trainer.dataset.train.images
+    fed: list[torch.Tensor] = []
+    real = trainer.net.probe_features
+
+    def spy(x):
+        if len(x) == len(images):
+            fed.append(x.clone())
+        return real(x)
+
+    monkeypatch.setattr(trainer.net, "probe_features", spy)
+    trainer.fit()
+    assert len(fed) == 3  # features computed anew for each probe epoch
+    assert not torch.equal(fed[0], images) and not torch.equal(fed[1], fed[2])
+    assert all(_is_translation(fed[1][i], images[i], 1) for i in range(20))

@@ -207,6 +207,10 @@ class TrainConfig:
     """Greedy training: ``cached`` computes the trained layer's inputs once per layer, with one
     draw of negatives (mohammadpz, nebullvm); ``fresh`` draws negatives and augmented views anew
     for every batch and runs them through the frozen layers below (SCFF)."""
+    augment_shift: int = 0
+    """Data augmentation: each training image is translated by its own random offset of up to
+    this many pixels (zero-filled), anew every epoch, for the FF net, its ``after`` probe and
+    the backprop twin alike (static image datasets only; 0: none)."""
     eval_every: int = 1
     eval_batch_size: int = 1000
     seed: int = 0
@@ -511,6 +515,17 @@ def validate(config: RunConfig) -> None:
     if t.epochs < 0 or t.batch_size < 1 or t.eval_every < 1:
         raise ConfigError(
             "train.batch_size and train.eval_every must be >= 1 and train.epochs >= 0"
+        )
+    if t.augment_shift < 0:
+        raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {t.augment_shift}")
+    if t.augment_shift and config.data.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
+        raise ConfigError(
+            f"train.augment_shift translates images: not for dataset {config.data.dataset!r}"
+        )
+    if t.augment_shift and t.schedule == "greedy" and t.greedy_inputs == "cached":
+        raise ConfigError(
+            "train.augment_shift needs fresh inputs in greedy training: cached inputs are "
+            "computed once (set train.greedy_inputs = 'fresh')"
         )
     if t.epochs == 0 and not t.init:
         raise ConfigError(

@@ -35,6 +35,7 @@ from forwardforward.data.video import (
 )
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
 from forwardforward.errors import CheckpointError, ConfigError, FFError
+from forwardforward.negatives import shift_images
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
 from forwardforward.nets.base import Trainable
 from forwardforward.nets.feedforward import FFNet
@@ -313,7 +314,10 @@ class Trainer:
                     file=sys.stderr,
                 )
                 for i, idx in enumerate(bar):
-                    metrics = self.net.train_step(x[idx], y[idx], idx, self.gen)
+                    xb = x[idx]
+                    if t.augment_shift:
+                        xb = shift_images(xb, t.augment_shift, self.gen)
+                    metrics = self.net.train_step(xb, y[idx], idx, self.gen)
                     self.step += 1
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0) + v

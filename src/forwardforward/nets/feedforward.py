@@ -20,6 +20,7 @@ from forwardforward.negatives import (
     ImageNegatives,
     NegativeSampler,
     make_image_negatives,
+    shift_images,
 )
 from forwardforward.nets.base import (
     NetBase,
@@ -219,9 +220,17 @@ class FFNet(NetBase, nn.Module):
         r = self.config.readout
         if self.probe is None or r.probe_mode != "after" or phase != self.phases() - 1:
             return
-        feats = torch.cat([self.probe_features(xb) for xb in x.split(4096)])
+        shift = self.config.train.augment_shift  # augmented: new features every epoch
+
+        def features() -> Tensor:
+            views = (shift_images(xb, shift, gen) for xb in x.split(4096))
+            return torch.cat([self.probe_features(v) for v in views])
+
+        feats = features()
         bs = self.config.train.batch_size
-        for _ in range(r.probe_epochs):
+        for epoch in range(r.probe_epochs):
+            if shift and epoch > 0:
+                feats = features()
             perm = torch.randperm(feats.shape[0], generator=gen, device=feats.device)
             for idx in perm.split(bs):
                 self._probe_step(feats[idx], y[idx], gen)
