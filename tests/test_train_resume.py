@@ -452,3 +452,17 @@ def test_a_probe_trained_after_sees_new_translations_every_epoch(
     assert len(fed) == 3  # features computed anew for each probe epoch
     assert not torch.equal(fed[0], images) and not torch.equal(fed[1], fed[2])
     assert all(_is_translation(fed[1][i], images[i], 1) for i in range(20))
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_the_trainer_sets_flushing_of_subnormal_floats_on_cpu(tiny_config, flush: bool) -> None:
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU has no flush-to-zero mode (torch.set_flush_denormal)")
+    before = torch.tensor(1e-39)  # a subnormal float32
+    try:
+        Trainer(tiny_config(f"train.flush_denormal={str(flush).lower()}"), progress=False)
+        tiny = torch.tensor(1e-39) * torch.tensor(1.0)  # a fresh product: flushed or not
+        assert (tiny.item() == 0.0) == flush
+    finally:
+        torch.set_flush_denormal(False)
+    assert before.item() != 0.0

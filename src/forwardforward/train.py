@@ -185,6 +185,10 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if self.device.type == "cpu":
+            # subnormal floats (tiny activities, e.g. under the inverted objective) cost the CPU
+            # a slow path per operation: rff-mnist's step ran 3.5x slower after one epoch
+            torch.set_flush_denormal(t.flush_denormal)
         torch.manual_seed(t.seed)
         self.start = time.perf_counter()
         if self.dataset is None:
