@@ -21,6 +21,7 @@ from forwardforward.checkpoint import read_checkpoint
 from forwardforward.cli import main
 from forwardforward.config import to_dict
 from forwardforward.errors import CheckpointError, ConfigError, TrainingDiverged
+from forwardforward.perf import flushes_denormals
 from forwardforward.train import (
     CHECKPOINT,
     CONFIG,
@@ -455,14 +456,23 @@ def test_a_probe_trained_after_sees_new_translations_every_epoch(
 
 
 @pytest.mark.parametrize("flush", [True, False])
-def test_the_trainer_sets_flushing_of_subnormal_floats_on_cpu(tiny_config, flush: bool) -> None:
+def test_training_flushes_subnormal_floats_and_restores_the_mode(
+    tiny_config, monkeypatch: pytest.MonkeyPatch, flush: bool
+) -> None:
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU has no flush-to-zero mode (torch.set_flush_denormal)")
-    before = torch.tensor(1e-39)  # a subnormal float32
-    try:
-        Trainer(tiny_config(f"train.flush_denormal={str(flush).lower()}"), progress=False)
-        tiny = torch.tensor(1e-39) * torch.tensor(1.0)  # a fresh product: flushed or not
-        assert (tiny.item() == 0.0) == flush
-    finally:
-        torch.set_flush_denormal(False)
-    assert before.item() != 0.0
+    trainer = Trainer(
+        tiny_config("train.epochs=1", f"train.flush_denormal={str(flush).lower()}"),
+        progress=False,
+    )
+    modes: list[bool] = []
+    real = trainer.net.train_step
+
+    def spy(x, y, index, gen):
+        modes.append(flushes_denormals())
+        return real(x, y, index, gen)
+
+    monkeypatch.setattr(trainer.net, "train_step", spy)
+    trainer.fit()
+    assert set(modes) == {flush}
+    assert not flushes_denormals()  # the mode from before the run

@@ -221,8 +221,9 @@ class TrainConfig:
     threads: int = 0
     """CPU threads for torch (0: torch's default)."""
     flush_denormal: bool = True
-    """On CPU, flush subnormal floats to zero (``torch.set_flush_denormal``, process-wide):
-    values below about 1e-38 become 0 instead of taking the CPU's slow path."""
+    """On CPU, flush subnormal floats to zero while training (``torch.set_flush_denormal``;
+    the earlier mode is restored afterwards): values below about 1e-38 become 0 instead of
+    taking the CPU's slow path."""
     init: str = ""
     """A run folder whose trained FF layers (weights and buffers) start this run instead of a
     fresh initialisation, e.g. FF+C: a classifier on the features of a trained FF net. The
