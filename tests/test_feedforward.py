@@ -97,6 +97,87 @@ def test_label_scores_are_the_goodness_of_each_labelled_input(tiny_config) -> No
         torch.testing.assert_close(scores[:, c], total, rtol=1e-4, atol=1e-6)
 
 
+# ---------------------------------------------------------------------------------------------
+# The first layer's product shared by an image's positive and negatives
+
+
+@pytest.mark.parametrize("label", ["overwrite", "top_row", "concat"])
+@pytest.mark.parametrize("norm", ["rms", "l2", "none"])
+@pytest.mark.parametrize("value", ["one", "max"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_shared_equals_forward_on_the_embedded_inputs(
+    tiny_config, label: str, norm: str, value: str, bias: bool
+) -> None:
+    net = _net(
+        tiny_config,
+        f"model.label={label}",
+        f"model.norm={norm}",
+        f"model.label_value={value}",
+        f"model.bias={str(bias).lower()}",
+    )
+    x, _ = _data(n=7, seed=6)
+    xf, enc = net.flat(x), net.encoder
+    g = torch.Generator().manual_seed(1)
+    rows = torch.randint(0, 7, (19,), generator=g)  # images repeated, in any order
+    q = torch.rand(19, C, generator=g)  # any label code, not only one-hot
+    first = net.layers[0]
+    embedded = enc.embed(xf[rows], q)
+    codes = q * enc.value(xf)[rows, None]
+    shared = first.forward_shared(enc.base(xf), rows, codes, enc.patterns)
+    torch.testing.assert_close(shared, first(embedded), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("negatives", ["random_wrong", "all_wrong", "hard", "inverse"])
+@pytest.mark.parametrize("value", ["one", "max"])
+def test_a_step_with_the_shared_first_product_equals_the_stacked_step(
+    tiny_config, negatives: str, value: str
+) -> None:
+    """Same negatives drawn, same losses, same weights after a few steps: sharing the first
+    layer's product only reorders the arithmetic."""
+    opts = [f"negatives.kind={negatives}", f"model.label_value={value}", "model.peer_weight=0.03"]
+    shared, stacked = _net(tiny_config, *opts), _net(tiny_config, *opts)
+    stacked.shared_inputs = lambda *args: None  # type: ignore[method-assign]
+    gen_a, gen_b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    for s in range(4):
+        x, y = _data(seed=200 + s)
+        idx = torch.arange(len(y))
+        got, want = shared.train_step(x, y, idx, gen_a), stacked.train_step(x, y, idx, gen_b)
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
+    for (name, a), b in zip(
+        shared.state_dict().items(), stacked.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_shared_first_product_is_used_only_where_it_applies(tiny_config) -> None:
+    x, y = _data(n=6)
+    gen = torch.Generator().manual_seed(0)
+    xf = _net(tiny_config).flat(x)
+    assert _net(tiny_config).shared_inputs(xf, y, gen, None) is not None
+    for opts in (
+        ["model.norm=std"],
+        ["train.schedule=greedy", "readout.probe_mode=after"],
+        ["model.label=none", "negatives.kind=hybrid", "readout.kind=probe"],
+    ):
+        assert _net(tiny_config, *opts).shared_inputs(xf, y, gen, None) is None, opts
+
+
+def test_a_bf16_net_evaluates_in_bf16_from_its_configuration(tiny_config) -> None:
+    """A net built from a bf16 configuration (a loaded run, say) scores in bf16 before any
+    configure(); its scores stay fp32 and close to the fp32 ones."""
+    net = _net(tiny_config, "train.precision=bf16")
+    fresh = FFNet(net.config, IN_SHAPE, C)
+    assert fresh.autocast_dtype == torch.bfloat16
+    fresh.load_state_dict(net.state_dict())
+    x, _ = _data(n=6, seed=8)
+    low = fresh.label_scores(x)
+    fresh.autocast_dtype = None
+    exact = fresh.label_scores(x)
+    assert low.dtype == torch.float32 and not torch.equal(low, exact)
+    torch.testing.assert_close(low, exact, rtol=0.03, atol=0.05)
+
+
 def test_flat_scales_uint8_and_keeps_floats(tiny_config) -> None:
     net = _net(tiny_config)
     x8 = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)

@@ -249,3 +249,18 @@ def test_a_negative_threshold_compares_negatives_with_it() -> None:
     assert torch.allclose(loss_inv, sp(torch.tensor([0.0, -2.0, -3.0, 1.0])).mean())
     same = LocalObjective("sum_squares", "threshold_softplus", True, 4.0, 1.0, [2, 2])
     assert torch.allclose(same(0, h, 2)[0], threshold_softplus(pos, neg, 4.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_goodness_of_low_precision_activities_is_summed_in_fp32(dtype: torch.dtype) -> None:
+    """Under autocast a layer's output is bf16; its goodness (about the layer's width, compared
+    with a threshold) must not be rounded to bf16's 8 bits, and its gradient keeps the dtype."""
+    g = torch.Generator().manual_seed(0)
+    h = (torch.rand(5, 2000, generator=g) * 2).to(dtype).requires_grad_()
+    got = sum_squares(h)
+    assert got.dtype == torch.float32
+    want = h.detach().double().square().sum(1)
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0.0)
+    got.sum().backward()
+    assert h.grad is not None and h.grad.dtype == dtype
+    torch.testing.assert_close(h.grad.float(), 2 * h.detach().float(), rtol=1e-2, atol=0.0)

@@ -173,9 +173,11 @@ def test_recurrent_net_with_classifier_negatives_learns_on_synthetic_data() -> N
 
 def test_bf16_precision_runs_the_products_in_bf16_and_keeps_fp32_states() -> None:
     net = _net("train.precision=bf16")
+    assert net.autocast_dtype == torch.bfloat16  # from the configuration: evaluation too
     x = torch.rand(5, 16)
     label = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
     prev = [torch.rand(5, 12), torch.rand(5, 8)]
+    net.autocast_dtype = None
     exact = net.step(x, label, prev)
     net.configure(net.config.train, 10)
     assert net.autocast_dtype == torch.bfloat16

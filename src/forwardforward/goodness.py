@@ -24,8 +24,11 @@ class Goodness(Protocol):
 
 
 def _vecdot(h: Tensor) -> Tensor:
-    """Row-wise ``h . h``, summed exactly (a squared ``vector_norm`` would be faster, but is off
-    by an ulp on integers)."""
+    """Row-wise ``h . h`` ``(B, D) -> (B,)``, summed exactly for fp32 (a squared
+    ``vector_norm`` would be faster, but is off by an ulp on integers). bf16/fp16 activities
+    (autocast) get an fp32 sum in one pass, so that goodness keeps fp32 precision."""
+    if h.dtype in (torch.bfloat16, torch.float16):
+        return cast(Tensor, torch.linalg.vector_norm(h, dim=1, dtype=torch.float32).square())
     return cast(Tensor, torch.linalg.vecdot(h, h))
 
 

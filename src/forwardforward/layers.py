@@ -237,6 +237,32 @@ class FFLinear(FFLayer):
             xn = xn[:, :half] + xn[:, half:]
         return self.act(F.linear(xn, self.weight, self.bias))
 
+    def forward_shared(self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor) -> Tensor:
+        """:meth:`forward` of ``R`` inputs that share their images: input ``r`` is
+        ``base[rows[r]] + codes[r] @ patterns``, ``(R, D) -> (R, H)``.
+
+        ``base`` ``(B, D)`` holds the images with their label slots cleared, ``codes`` ``(R, C)``
+        the label codes (times the label's value) and ``patterns`` ``(C, D)`` the label slots,
+        disjoint from the image part. The product with the images is computed once per image
+        (``B`` rows, not ``R``) and each input adds its label's part, ``codes @ (W patterns^T)``:
+        positives and negatives of the same image (or every candidate label at evaluation)
+        share it. Its weight gradient is a ``B``-row product too. Equal to ``forward`` on the
+        embedded inputs up to rounding.
+        """
+        if self.halves or self.norm == "std":
+            raise ValueError("forward_shared needs a scale norm and a single input")
+        base, codes = base.detach(), codes.detach().to(patterns.dtype)
+        # the slots are disjoint from the image: the squared norms add
+        label_sq = ((codes @ (patterns @ patterns.T)) * codes).sum(1)
+        scale = self.scale(base.square().sum(1).index_select(0, rows) + label_sq)  # (R,)
+        z_img = F.linear(base, self.weight)  # (B, H)
+        z_lab = F.linear(patterns, self.weight)  # (C, H)
+        z = torch.addmm(z_img.index_select(0, rows), codes.to(z_lab.dtype), z_lab)
+        scale = scale[:, None].to(z.dtype)
+        if self.bias is None:
+            return self.act(z * scale)
+        return self.act(torch.addcmul(self.bias.to(z.dtype), z, scale))
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "

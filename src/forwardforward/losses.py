@@ -123,7 +123,7 @@ class LocalObjective:
 
     def score(self, h: Tensor) -> Tensor:
         """Signed goodness ``(B,)`` of activities ``(B, H)``: higher means "more positive"."""
-        g = self.goodness(h.float())
+        g = self.goodness(h)  # fp32 even for bf16 activities
         return g if self.maximize else -g
 
     def __call__(self, i: int, h: Tensor, b: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -14,7 +14,13 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig, TrainConfig
 from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
-from forwardforward.nets.base import NetBase, lr_lambda, optimizer_from_config, pixels
+from forwardforward.nets.base import (
+    NetBase,
+    autocast_dtype,
+    lr_lambda,
+    optimizer_from_config,
+    pixels,
+)
 
 
 class BackpropNet(NetBase, nn.Module):
@@ -42,7 +48,8 @@ class BackpropNet(NetBase, nn.Module):
         self.head = nn.Linear(widths[-1], num_classes)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
-        self.autocast_dtype: torch.dtype | None = None
+        # evaluation runs in the configured precision too (configure() may change it)
+        self.autocast_dtype = autocast_dtype(config.train.precision)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images ``(B, ...)`` -> logits ``(B, C)``."""
@@ -66,7 +73,7 @@ class BackpropNet(NetBase, nn.Module):
                 opt, lr_lambda(b.optim.schedule, steps_per_epoch * epochs, b.optim.warmup)
             )
         ]
-        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(train.precision)
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
@@ -117,7 +124,7 @@ class RecurrentBackpropNet(BackpropNet):
         self.head = nn.Linear(widths[-1], num_classes)
         self.optimizers = []
         self.schedulers = []
-        self.autocast_dtype = None
+        self.autocast_dtype = autocast_dtype(config.train.precision)
 
     def forward(self, x: Tensor) -> Tensor:
         """Images or sequences ``(B, F, ...)`` -> logits ``(B, C)``."""

@@ -137,6 +137,11 @@ class NetBase(OwnsOptimizers):
         return scores if self.config.model.maximize else -scores
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``train.precision``: bf16, or None for plain fp32."""
+    return torch.bfloat16 if precision == "bf16" else None
+
+
 def pixels(x: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
     """uint8 pixels -> float ``(p / 255 - mean) / std``; float inputs (already prepared, such as
     one-hot text windows) pass through unchanged."""

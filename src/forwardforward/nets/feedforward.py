@@ -24,6 +24,7 @@ from forwardforward.negatives import (
 )
 from forwardforward.nets.base import (
     NetBase,
+    autocast_dtype,
     lr_lambda,
     make_optimizer,
     optimizer_from_config,
@@ -89,7 +90,8 @@ class FFNet(NetBase, nn.Module):
             nn.init.zeros_(self.probe.weight)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
-        self.autocast_dtype: torch.dtype | None = None
+        # evaluation runs in the configured precision too (configure() may change it)
+        self.autocast_dtype = autocast_dtype(config.train.precision)
         self.last_scores: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
         """Positive and negative scores of the last :meth:`layer_loss` call (detached)."""
         self._phase = -1
@@ -165,7 +167,7 @@ class FFNet(NetBase, nn.Module):
             self.schedulers.append(
                 torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_total))
             )
-        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(train.precision)
         self.greedy = train.schedule == "greedy"
 
     def phases(self) -> int:
@@ -206,6 +208,30 @@ class FFNet(NetBase, nn.Module):
             return self.image_negatives.pair(xf.view(-1, *self.in_shape), gen)
         idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
         return self.encoder.embed_labels(xf, y), self.encoder.embed(xf[idx], q_neg)
+
+    def shared_inputs(
+        self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """:meth:`inputs` in the form :meth:`FFLinear.forward_shared` takes, when the first layer
+        can share its product with each image between the image's positive and its negatives:
+        the images without labels ``(B, D')``, the image of every positive then negative row
+        ``(R,)`` and the rows' label codes times the label's value ``(R, C)``. Draws the same
+        negatives from ``gen`` as :meth:`inputs`. None when the net cannot share (unsupervised
+        or greedy training, a first layer that is not a scale-normalised :class:`FFLinear`)."""
+        first = self.layers[0]
+        if (
+            self.image_negatives is not None
+            or self.greedy
+            or not isinstance(first, FFLinear)
+            or first.halves
+            or first.norm == "std"
+        ):
+            return None
+        idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
+        enc = self.encoder
+        rows = torch.cat([torch.arange(len(y), device=y.device), idx])
+        codes = torch.cat([enc.onehot(y), q_neg]).to(xf.dtype)
+        return enc.base(xf), rows, codes * enc.value(xf).index_select(0, rows)[:, None]
 
     def present(self, xf: Tensor, level: float) -> Tensor:
         """The input the readout sees for flat images ``(B, D)``: the neutral label at ``level``
@@ -309,14 +335,23 @@ class FFNet(NetBase, nn.Module):
         reuse = joint and images is not None and images.positives_are_presented
         if self.probe is not None and not reuse and (joint or self.sampler.needs_scores):
             feats = self.probe_features(xf)
-        a_pos, a_neg = self.inputs(xf, y, gen, self.negative_scores(xf, feats))
-        b = a_pos.shape[0]
-        a = torch.cat([a_pos, a_neg])
+        scores = self.negative_scores(xf, feats)
+        shared = self.shared_inputs(xf, y, gen, scores)
+        if shared is None:
+            a_pos, a_neg = self.inputs(xf, y, gen, scores)
+            a = torch.cat([a_pos, a_neg])
+        else:
+            a = shared[0]  # the first layer shares its product with each image
+        b = len(y)
         losses: list[Tensor] = []
         parts: list[Tensor] = []
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
-                a = layer(a)
+                if i == 0 and shared is not None:
+                    assert isinstance(layer, FFLinear)
+                    a = layer.forward_shared(*shared, self.encoder.patterns.to(a.dtype))
+                else:
+                    a = layer(a)
                 losses.append(self.layer_loss(i, a, b))
                 if reuse and i in self.readout_layers:
                     parts.append(self._readout_norm(a[:b].detach().float()))
@@ -358,37 +393,24 @@ class FFNet(NetBase, nn.Module):
         if self.image_negatives is not None:
             raise ConfigError("an unsupervised net has no label to try: use readout.kind = 'probe'")
         xf = self.flat(x)
-        enc = self.encoder
-        first = self.layers[0]
-        if not isinstance(first, FFLinear) or first.norm == "std":
-            # no shared product (the std norm is not a scale): every label, one stacked batch
-            b, c = xf.shape[0], self.num_classes
-            labels = torch.arange(c, device=xf.device).repeat(b)
-            h = enc.embed_labels(xf.repeat_interleave(c, 0), labels)
-            total = torch.zeros(b * c, device=xf.device)
-            with self._autocast(xf):
-                for i, layer in enumerate(self.layers):
-                    h = layer(h)
-                    if i in layers:
-                        total += self.goodness(h.float())
-            return total.view(b, c)
-        base, value, pat = enc.base(xf), enc.value(xf), enc.patterns.to(xf.dtype)
-        sum_sq = base.square().sum(1)[:, None] + value[:, None].square() * pat.square().sum(1)
-        scale = first.scale(sum_sq)  # (B, C)
+        enc, first = self.encoder, self.layers[0]
+        b, c = xf.shape[0], self.num_classes
+        rows = torch.arange(b, device=xf.device).repeat_interleave(c)  # (B C,): b-major
+        total = torch.zeros(b * c, device=xf.device)
         with self._autocast(xf):
-            z_img = F.linear(base, first.weight)  # (B, H)
-            z_lab = F.linear(pat, first.weight)  # (C, H)
-            z = (z_img[:, None, :] + value[:, None, None] * z_lab[None]) * scale[..., None]
-            if first.bias is not None:
-                z = z + first.bias
-            h = first.act(z).flatten(0, 1)  # (B C, H)
-            total = torch.zeros(xf.shape[0] * self.num_classes, device=xf.device)
+            if isinstance(first, FFLinear) and first.norm != "std" and not first.halves:
+                codes = torch.eye(c, device=xf.device, dtype=xf.dtype).repeat(b, 1)
+                codes = codes * enc.value(xf).index_select(0, rows)[:, None]
+                h = first.forward_shared(enc.base(xf), rows, codes, enc.patterns.to(xf.dtype))
+            else:  # no shared product (the std norm is not a scale): every label stacked
+                labels = torch.arange(c, device=xf.device).repeat(b)
+                h = first(enc.embed_labels(xf.index_select(0, rows), labels))
             for i, layer in enumerate(self.layers):
                 if i > 0:
                     h = layer(h)
                 if i in layers:
-                    total += self.goodness(h.float())
-        return total.view(xf.shape[0], self.num_classes)
+                    total += self.goodness(h)
+        return total.view(b, c)
 
     @torch.no_grad()
     def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:

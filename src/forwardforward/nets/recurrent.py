@@ -28,6 +28,7 @@ from forwardforward.losses import LocalObjective
 from forwardforward.negatives import NEGATIVES, Hard
 from forwardforward.nets.base import (
     NetBase,
+    autocast_dtype,
     lr_lambda,
     make_optimizer,
     optimizer_from_config,
@@ -113,7 +114,8 @@ class RecurrentFFNet(NetBase, nn.Module):
             nn.init.zeros_(self.probe.bias)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
-        self.autocast_dtype: torch.dtype | None = None
+        # evaluation runs in the configured precision too (configure() may change it)
+        self.autocast_dtype = autocast_dtype(config.train.precision)
 
     # -- dynamics --------------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class RecurrentFFNet(NetBase, nn.Module):
     def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
         o = self.config.optim
         rc = self.config.recurrent
-        self.autocast_dtype = torch.bfloat16 if train.precision == "bf16" else None
+        self.autocast_dtype = autocast_dtype(train.precision)
         per_batch = rc.steps - rc.label_hidden_steps if rc.update == "every_step" else 1
         total = steps_per_epoch * train.epochs * per_batch
         self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]

@@ -73,6 +73,13 @@ class SequenceFFNet(FFNet):
             self._generated = list(generated.to(next(self.parameters()).device).unbind(0))
             self._build_pool()
 
+    def shared_inputs(
+        self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        if self.self_generated:  # the negatives are other contexts: nothing to share
+            return None
+        return super().shared_inputs(xf, y, gen, scores)
+
     def inputs(
         self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
     ) -> tuple[Tensor, Tensor]:
