@@ -237,6 +237,12 @@ class FFLinear(FFLayer):
             xn = xn[:, :half] + xn[:, half:]
         return self.act(F.linear(xn, self.weight, self.bias))
 
+    @property
+    def shares_products(self) -> bool:
+        """Whether :meth:`forward_shared` applies: the input norm is a scale (not ``std``) and
+        the input is one image (not SCFF's pair of halves)."""
+        return not self.halves and self.norm != "std"
+
     def forward_shared(self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor) -> Tensor:
         """:meth:`forward` of ``R`` inputs that share their images: input ``r`` is
         ``base[rows[r]] + codes[r] @ patterns``, ``(R, D) -> (R, H)``.
@@ -249,7 +255,7 @@ class FFLinear(FFLayer):
         share it. Its weight gradient is a ``B``-row product too. Equal to ``forward`` on the
         embedded inputs up to rounding.
         """
-        if self.halves or self.norm == "std":
+        if not self.shares_products:
             raise ValueError("forward_shared needs a scale norm and a single input")
         base, codes = base.detach(), codes.detach().to(patterns.dtype)
         # the slots are disjoint from the image: the squared norms add

@@ -218,20 +218,18 @@ class FFNet(NetBase, nn.Module):
         ``(R,)`` and the rows' label codes times the label's value ``(R, C)``. Draws the same
         negatives from ``gen`` as :meth:`inputs`. None when the net cannot share (unsupervised
         or greedy training, a first layer that is not a scale-normalised :class:`FFLinear`)."""
-        first = self.layers[0]
-        if (
-            self.image_negatives is not None
-            or self.greedy
-            or not isinstance(first, FFLinear)
-            or first.halves
-            or first.norm == "std"
-        ):
+        if self.image_negatives is not None or self.greedy or self._sharing_first() is None:
             return None
         idx, q_neg = self.sampler(y, self.num_classes, gen, scores)
         enc = self.encoder
         rows = torch.cat([torch.arange(len(y), device=y.device), idx])
         codes = torch.cat([enc.onehot(y), q_neg]).to(xf.dtype)
         return enc.base(xf), rows, codes * enc.value(xf).index_select(0, rows)[:, None]
+
+    def _sharing_first(self) -> FFLinear | None:
+        """The first layer, if it can share its product with an image across labels."""
+        first = self.layers[0]
+        return first if isinstance(first, FFLinear) and first.shares_products else None
 
     def present(self, xf: Tensor, level: float) -> Tensor:
         """The input the readout sees for flat images ``(B, D)``: the neutral label at ``level``
@@ -348,7 +346,7 @@ class FFNet(NetBase, nn.Module):
         with self._autocast(a):
             for i, layer in enumerate(self.layers):
                 if i == 0 and shared is not None:
-                    assert isinstance(layer, FFLinear)
+                    assert isinstance(layer, FFLinear)  # _sharing_first
                     a = layer.forward_shared(*shared, self.encoder.patterns.to(a.dtype))
                 else:
                     a = layer(a)
@@ -393,18 +391,18 @@ class FFNet(NetBase, nn.Module):
         if self.image_negatives is not None:
             raise ConfigError("an unsupervised net has no label to try: use readout.kind = 'probe'")
         xf = self.flat(x)
-        enc, first = self.encoder, self.layers[0]
+        enc, first = self.encoder, self._sharing_first()
         b, c = xf.shape[0], self.num_classes
         rows = torch.arange(b, device=xf.device).repeat_interleave(c)  # (B C,): b-major
         total = torch.zeros(b * c, device=xf.device)
         with self._autocast(xf):
-            if isinstance(first, FFLinear) and first.norm != "std" and not first.halves:
+            if first is not None:
                 codes = torch.eye(c, device=xf.device, dtype=xf.dtype).repeat(b, 1)
                 codes = codes * enc.value(xf).index_select(0, rows)[:, None]
                 h = first.forward_shared(enc.base(xf), rows, codes, enc.patterns.to(xf.dtype))
             else:  # no shared product (the std norm is not a scale): every label stacked
                 labels = torch.arange(c, device=xf.device).repeat(b)
-                h = first(enc.embed_labels(xf.index_select(0, rows), labels))
+                h = self.layers[0](enc.embed_labels(xf.index_select(0, rows), labels))
             for i, layer in enumerate(self.layers):
                 if i > 0:
                     h = layer(h)
