@@ -74,8 +74,9 @@ def test_straight_through_relu_is_relu_forward_and_identity_backward() -> None:
 
 def test_goodness_flattens_every_dimension_after_the_batch() -> None:
     h = torch.tensor([[[1.0, 2.0], [0.0, 1.0]], [[-1.0, 0.0], [0.0, 3.0]]])  # (2, 2, 2)
-    assert sum_squares(h).tolist() == [6.0, 10.0]
-    assert mean_squares(h).tolist() == [1.5, 2.5]
+    # a squared norm: within an ulp of the exact sum of squares
+    assert sum_squares(h).tolist() == pytest.approx([6.0, 10.0], rel=1e-6)
+    assert mean_squares(h).tolist() == pytest.approx([1.5, 2.5], rel=1e-6)
     assert sum_squares(h).shape == (2,)
 
 
@@ -240,7 +241,9 @@ def test_a_negative_threshold_compares_negatives_with_it() -> None:
     sp = torch.nn.functional.softplus
     expected = sp(torch.tensor([4.0 - 4.0, 4.0 - 2.0, 9.0 - 6.0, 5.0 - 6.0])).mean()
     assert torch.allclose(loss, expected)
-    assert pos.tolist() == [4.0, 2.0] and neg.tolist() == [9.0, 5.0]  # the scores themselves
+    # the scores themselves (a squared norm: within an ulp of the exact sum)
+    assert pos.tolist() == pytest.approx([4.0, 2.0], rel=1e-6)
+    assert neg.tolist() == pytest.approx([9.0, 5.0], rel=1e-6)
     loss1, _, _ = obj(1, h, 2)  # layer 2: theta 1, theta_neg 6
     assert torch.allclose(loss1, sp(torch.tensor([-3.0, -1.0, 3.0, -1.0])).mean())
     inverted = LocalObjective("sum_squares", "threshold_softplus", False, 4.0, 1.0, [2, 2], 6.0)

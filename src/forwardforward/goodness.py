@@ -24,12 +24,13 @@ class Goodness(Protocol):
 
 
 def _vecdot(h: Tensor) -> Tensor:
-    """Row-wise ``h . h`` ``(B, D) -> (B,)``, summed exactly for fp32 (a squared
-    ``vector_norm`` would be faster, but is off by an ulp on integers). bf16/fp16 activities
-    (autocast) get an fp32 sum in one pass, so that goodness keeps fp32 precision."""
+    """Row-wise ``h . h`` ``(B, D) -> (B,)``: the squared Euclidean norm, one pass over ``h``
+    without a squared temporary (``vecdot`` makes one: 4% of a 4x2000 training step). It can be
+    an ulp off an exact sum of squares. bf16/fp16 activities (autocast) are accumulated in
+    fp32 and give an fp32 goodness."""
     if h.dtype in (torch.bfloat16, torch.float16):
         return cast(Tensor, torch.linalg.vector_norm(h, dim=1, dtype=torch.float32).square())
-    return cast(Tensor, torch.linalg.vecdot(h, h))
+    return cast(Tensor, torch.linalg.vector_norm(h, dim=1).square())
 
 
 class _SumSquares(torch.autograd.Function):
