@@ -16,11 +16,30 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 
 
+MATRIX_UNITS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+"""CPU flags that set the speed of a bf16 or fp32 product, fastest first."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name and its fastest matrix instructions (Linux ``/proc/cpuinfo``: bf16
+    is fast with AMX and slow on AVX2 alone), else the machine's architecture."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.partition(":")[::2] for line in info.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name", platform.machine())
+    flags = set(fields.get("flags", "").split())
+    unit = next((f for f in MATRIX_UNITS if f in flags), None)
+    return f"{name}, {unit}" if unit else name
+
+
 def device_name(device: torch.device) -> str:
     """The CPU's or the GPU's name."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
+    return f"cpu ({cpu_model()})"
 
 
 def environment(device: torch.device) -> dict[str, Any]:

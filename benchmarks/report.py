@@ -65,11 +65,13 @@ def speed_section(result: dict[str, Any] | None) -> list[str]:
     lines += [
         "",
         "The FF step is the bare step (random wrong labels, no probe): 2B rows forward and",
-        "weight gradients, about 4/3 of a backprop step's matmul work on B rows (a little more,",
-        "as backprop skips the first layer's input gradient). FLOPs are counted from the shapes",
-        "(matrix products only); the FLOP ratio is FF's count over backprop's, the step-time",
-        "ratio an implementation at the same fraction of peak as backprop would reach. The",
-        "step-time ratio moves by a few hundredths from run to run on this shared machine.",
+        "weight gradients, about 4/3 of a backprop step's matmul work on B rows, less the",
+        "first layer's: a positive and its negative show the same image, so the first layer",
+        "multiplies each image once and adds each row's label part (`FFLinear.forward_shared`).",
+        "FLOPs are counted from the shapes of the products done; the FLOP ratio is FF's count",
+        "over backprop's, the step-time ratio an implementation at the same fraction of peak as",
+        "backprop would reach. The step-time ratio moves by a few hundredths from run to run on",
+        "this shared machine.",
         "",
     ]
     return lines
@@ -111,34 +113,42 @@ def eval_section(result: dict[str, Any] | None) -> list[str]:
     lines = ["## Evaluation speed", ""]
     if result is None:
         return [*lines, "Not run yet: `python benchmarks/eval_speed.py`.", ""]
+    peaks = result["matmul_peak_flops_per_s"]
+    if not isinstance(peaks, dict):  # results stored before bf16 was timed: fp32 only
+        peaks = {"fp32": peaks}
+    accuracy = any("test_acc" in r for r in result["rows"])
     lines += [
         f"`{result['preset']}` ({result['layers']}, goodness read from layers "
-        f"{result['readout_layers']}), {result['n_images']} {result['images']}, "
-        f"{result['batch']} images per call; fp32 matmul peak "
-        f"{result['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s. {_where(result)}",
+        f"{result['readout_layers']}), {result.get('weights', 'freshly initialised nets')}; "
+        f"{result['n_images']} images ({result['images']}), {result['batch']} per call. Matmul "
+        "peak (2048x2000 @ 2000x2000) measured in the same process: "
+        + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+        + f". {_where(result)}",
         "",
         f"Command: `{result['command']}`",
         "",
-        "| readout | time | time at the matmul peak | images/s | GFLOP/s | % of peak |",
-        "|---|---|---|---|---|---|",
+        "| readout | dtype | time | time at the matmul peak | images/s | GFLOP/s | % of peak"
+        + (" | test accuracy |" if accuracy else " |"),
+        "|---|---|---|---|---|---|---|" + ("---|" if accuracy else ""),
     ]
-    peak = result["matmul_peak_flops_per_s"]
     for r in result["rows"]:
-        # the readout's arithmetic (counted from the shapes) run at the dense-product peak:
-        # no fp32 implementation on this device can be faster
-        floor = r["flops_per_s"] * r["seconds"] / peak
+        dtype = r.get("dtype", "fp32")
+        # the readout's arithmetic (counted from the shapes) run at the dense-product peak of
+        # its dtype: no implementation in that dtype on this device can be faster
+        floor = r["flops_per_s"] * r["seconds"] / peaks[dtype]
+        acc = f" {100 * r['test_acc']:.2f}% |" if "test_acc" in r else (" |" if accuracy else "")
         lines.append(
-            f"| {r['readout']} | {r['seconds']:.2f} s | {floor:.2f} s | {r['images_per_s']:.0f} "
-            f"| {r['flops_per_s'] / 1e9:.0f} | {100 * r['fraction_of_peak']:.0f}% |"
+            f"| {r['readout']} | {dtype} | {r['seconds']:.2f} s | {floor:.2f} s "
+            f"| {r['images_per_s']:.0f} | {r['flops_per_s'] / 1e9:.0f} "
+            f"| {100 * r['fraction_of_peak']:.0f}% |{acc}"
         )
     lines += [
         "",
         "The batched try-all readout computes the first layer's product with the image once and",
-        "adds each label's rank-one part; the deeper layers see every (image, label) pair.",
-        '"Time at the matmul peak" is the readout\'s FLOP count divided by the measured fp32',
-        "peak: the floor for any fp32 implementation on this device. Targets below it (issue 7",
-        "asks for 4 s and 0.5 s) need a faster dtype, and bf16 has no fast path on this CPU",
-        "(see its peak in the step-time section).",
+        "adds each label's part; the deeper layers see every (image, label) pair. bf16 runs the",
+        'products under autocast and sums goodness in fp32. "Time at the matmul peak" is the',
+        "readout's FLOP count divided by the measured peak of its dtype: the floor for any",
+        "implementation in that dtype on this device.",
         "",
     ]
     return lines

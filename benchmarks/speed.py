@@ -7,7 +7,8 @@ For every preset x batch size x dtype, FF and backprop steps alternate (interlea
 see the same machine load) and the median of ``--steps`` steps is kept. The FF step is the
 preset's network with one-hot random wrong labels and no probe (the bare FF step: 2B rows
 forward and weight gradients); the twin is the same widths trained with cross-entropy. FLOPs
-are counted from the shapes; the peak is a dense (2048 x 2000) @ (2000 x 2000) product of the
+are counted from the shapes (FF's first layer computes its product with an image once for the
+image's positive and negative); the peak is a dense (2048 x 2000) @ (2000 x 2000) product of the
 same dtype, measured in the same process. A dtype whose peak is under a tenth of fp32's (bf16
 on CPUs without bf16 units) is reported and skipped. Writes ``results/speed.json`` and
 BENCHMARKS.md (``--no-report``: only the JSON).
@@ -56,14 +57,19 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 20) -> flo
     return 2 * 2048 * 2000 * 2000 / min(times)
 
 
-def flops(widths: list[int], batch: int, kind: str) -> float:
-    """Matmul FLOPs of one step. FF: 2B rows, forward + weight gradient. Backprop: B rows,
-    forward + weight gradient + input gradient (not for the first layer), plus the head."""
+def flops(widths: list[int], batch: int, kind: str, classes: int = 10) -> float:
+    """Matmul FLOPs of one step. FF: 2B rows, forward + weight gradient, but for the first
+    layer, whose product with each image is shared by the image's positive and negative (B
+    rows, plus the labels' part: ``codes (2B, C) @ (W patterns^T) (C, H)`` and its gradient).
+    Backprop: B rows, forward + weight gradient + input gradient (not for the first layer),
+    plus the head."""
     pairs = list(itertools.pairwise(widths))
     if kind == "ff":
-        return sum(2 * (2 * batch) * i * o * 2 for i, o in pairs)
+        (i0, o0), rest = pairs[0], pairs[1:]
+        first = 2 * batch * i0 * o0 * 2 + 2 * (2 * batch) * classes * o0 * 2
+        return first + sum(2 * (2 * batch) * i * o * 2 for i, o in rest)
     total = sum(2 * batch * i * o * (2 if k == 0 else 3) for k, (i, o) in enumerate(pairs))
-    return total + 2 * batch * widths[-1] * 10 * 3
+    return total + 2 * batch * widths[-1] * classes * 3
 
 
 def measure(
@@ -90,6 +96,8 @@ def measure(
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, device=device)
     y = torch.randint(0, classes, (batch,), device=device)
+    # the FLOP count below assumes the shared first-layer product
+    assert ff.shared_inputs(ff.flat(x), y, torch.Generator(device=device), None) is not None
     idx = torch.arange(batch, device=device)
     times: dict[str, list[float]] = {"ff": [], "backprop": []}
     for step in range(steps + 2):

@@ -109,8 +109,42 @@ def test_eval_rows_show_the_floor_set_by_the_matmul_peak(
         )
     )
     text = report.render()
-    # 5e11 FLOP at a 1e11 FLOP/s peak: no implementation beats 5 s
-    assert "| try-all labels, batched | 10.00 s | 5.00 s | 1000 | 50 | 50% |" in text
+    # 5e11 FLOP at a 1e11 FLOP/s peak: no implementation beats 5 s (an old result: fp32 only)
+    assert "| try-all labels, batched | fp32 | 10.00 s | 5.00 s | 1000 | 50 | 50% |" in text
+
+
+def test_eval_rows_use_their_dtypes_peak_and_show_accuracy_of_a_trained_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    rows = [
+        {"readout": "probe", "dtype": "fp32", "seconds": 4.0, "images_per_s": 2500.0,
+         "flops_per_s": 50e9, "fraction_of_peak": 0.5, "test_acc": 0.9812},
+        {"readout": "probe", "dtype": "bf16", "seconds": 1.0, "images_per_s": 10000.0,
+         "flops_per_s": 200e9, "fraction_of_peak": 0.5, "test_acc": 0.9811},
+    ]  # fmt: skip
+    (tmp_path / "eval_speed.json").write_text(
+        json.dumps(
+            {
+                **ENV,
+                "command": "python benchmarks/eval_speed.py --run runs/x",
+                "preset": "hinton-mnist",
+                "weights": "the trained run `runs/x`",
+                "layers": [2000, 2000],
+                "readout_layers": [1],
+                "images": "MNIST test set",
+                "n_images": 10000,
+                "batch": 1000,
+                "matmul_peak_flops_per_s": {"fp32": 100e9, "bf16": 400e9},
+                "rows": rows,
+            }
+        )
+    )
+    text = report.render()
+    # 2e11 FLOP: 2 s at the fp32 peak, 0.5 s at the bf16 peak
+    assert "| probe | fp32 | 4.00 s | 2.00 s | 2500 | 50 | 50% | 98.12% |" in text
+    assert "| probe | bf16 | 1.00 s | 0.50 s | 10000 | 200 | 50% | 98.11% |" in text
+    assert "fp32 100 GFLOP/s, bf16 400 GFLOP/s" in text and "`runs/x`" in text
 
 
 def test_text_presets_get_their_own_table_with_the_baselines(
