@@ -122,7 +122,12 @@ def main() -> None:
     deeper = sum(2 * n * classes * widths[k] * widths[k + 1] for k in range(1, deepest + 1))
     one_pass = sum(2 * n * widths[k] * widths[k + 1] for k in range(len(widths) - 1))
     readouts: list[tuple[str, Callable[[Tensor], Tensor], float, int]] = [
-        ("try-all labels, batched", net.predict, first + deeper, args.repeats),
+        (
+            "try-all labels, batched",
+            lambda xb: pick(net.label_scores(xb), 1),
+            first + deeper,
+            args.repeats,
+        ),
         ("linear probe, one pass", probe_predict, one_pass, args.repeats),
     ]
     if args.naive:
