@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from forwardforward.config import load_preset
 from forwardforward.errors import ConfigError
-from forwardforward.layers import FFLinear, FFLocallyConnected2d, LocallyConnected2d, normalize
+from forwardforward.layers import (
+    FFLinear,
+    FFLocallyConnected2d,
+    LocallyConnected2d,
+    locally_connected,
+    normalize,
+)
 from forwardforward.negatives import (
     HybridImages,
     SelfContrastive,
@@ -274,3 +280,68 @@ def test_joint_probe_reuses_the_positive_pass_without_changing_training(probe_no
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(pa, pb, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(ma["probe"], mb["probe"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_goodness_of_relu_scores_the_pre_activation_and_passes_the_activation_on(
+    local: bool,
+) -> None:
+    overrides = [
+        "model.layers=[12, 10]",
+        "model.label=none",
+        "negatives.kind=self_contrastive",
+        "model.activation=triangle",
+        "model.goodness=mean_squares",
+        "model.goodness_of=relu",
+        "model.loss=threshold_softplus",
+        "model.theta=1.0",
+        "model.alpha=1.0",
+        "model.peer_weight=0",
+    ]
+    if local:
+        overrides.append("model.local=[[3, 3, 1, 0]]")
+    net = FFNet(load_preset("mnist-quick", overrides), (1, 6, 6), 10)
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 6, 6)
+    pos, neg = net.inputs(x.flatten(1), torch.zeros(5, dtype=torch.long), torch.Generator(), None)
+    a = torch.cat([pos, neg])
+    for i, layer in enumerate(net.layers):
+        xn = normalize(a, "rms")
+        if isinstance(layer, FFLinear):
+            z = F.linear(xn, layer.weight, layer.bias)
+        else:
+            assert isinstance(layer, FFLocallyConnected2d)
+            k, st, pad = layer.kernel_size, layer.stride, layer.padding
+            xi = xn.view(len(a), *layer.in_shape)
+            z = locally_connected(xi, layer.weight, layer.bias, k, st, pad).flatten(1)
+        out = layer(a)
+        torch.testing.assert_close(out, F.relu(z - z.mean(1, keepdim=True)))
+        loss = net.layer_loss(i, out, 5)
+        g = F.relu(z).square().mean(1)
+        expected = torch.cat([F.softplus(1.0 - g[:5]), F.softplus(g[5:] - 1.0)]).mean()
+        torch.testing.assert_close(loss, expected)
+        # the output alone would give another loss: the scores really come from relu(z)
+        g_out = out.square().mean(1)
+        other = torch.cat([F.softplus(1.0 - g_out[:5]), F.softplus(g_out[5:] - 1.0)]).mean()
+        assert not torch.allclose(loss, other)
+        a = out
+
+
+def test_pos_penalty_adds_the_positives_mean_goodness() -> None:
+    base = ["model.layers=[12]", "model.label=none", "negatives.kind=hybrid", "model.peer_weight=0"]
+    plain = FFNet(load_preset("mnist-quick", base), (1, 6, 6), 10)
+    penalised = FFNet(load_preset("mnist-quick", [*base, "model.pos_penalty=0.01"]), (1, 6, 6), 10)
+    penalised.load_state_dict(plain.state_dict())
+    a = torch.rand(8, 36)
+    h = plain.layers[0](a)
+    g = h.square().mean(1)  # mnist-quick's goodness: the mean square
+    torch.testing.assert_close(
+        penalised.layer_loss(0, h, 4), plain.layer_loss(0, h, 4) + 0.01 * g[:4].mean()
+    )
+
+
+def test_goodness_of_and_pos_penalty_are_validated() -> None:
+    with pytest.raises(ConfigError, match="goodness_of"):
+        load_preset("mnist-quick", ["model.goodness_of=tanh"])
+    with pytest.raises(ConfigError, match="pos_penalty"):
+        load_preset("mnist-quick", ["model.pos_penalty=-1"])

@@ -60,6 +60,13 @@ class ModelConfig:
     init: str = "torch"
     bias: bool = True
     goodness: str = "sum_squares"
+    goodness_of: str = "output"
+    """What the goodness is computed on: the layer's ``output`` (what it passes on), or
+    ``relu`` of its pre-activation. SCFF passes ``triangle`` activities on but computes the
+    goodness on ``relu(z)``: ``model.activation = "triangle"`` with ``goodness_of = "relu"``."""
+    pos_penalty: float = 0.0
+    """A penalty on the positives' mean goodness added to every layer's loss (SCFF's
+    ``lamda``, 5e-4 to 1.2e-3): it keeps the positive goodness from growing without bound."""
     maximize: bool = True
     """False gives the inverted objective: low goodness for positive data."""
     loss: str = "threshold_softplus"
@@ -472,6 +479,9 @@ def validate(config: RunConfig) -> None:
             )
     _choice("model.init", m.init, INITS)
     _choice("model.peer_form", m.peer_form, PEER_FORMS)
+    _choice("model.goodness_of", m.goodness_of, ("output", "relu"))
+    if not m.pos_penalty >= 0:
+        raise ConfigError(f"model.pos_penalty must be >= 0, got {m.pos_penalty}")
     _choice("model.label_value", m.label_value, ("one", "max"))
     if not (m.layers or m.local) or any(w <= 0 for w in m.layers):
         raise ConfigError(f"model.layers must be positive widths, got {m.layers}")

@@ -149,6 +149,14 @@ class FFLayer(nn.Module):
         self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
         self.peer_form = peer_form
         self.register_buffer("running_mean", torch.full((out_features,), 0.5))
+        self.keep_pre = False
+        """Keep the last forward's pre-activation in ``pre`` (for a goodness of ``relu(z)``)."""
+        self.pre: Tensor | None = None
+
+    def _activate(self, z: Tensor) -> Tensor:
+        if self.keep_pre:
+            self.pre = z
+        return self.act(z)
 
     def scale(self, sum_sq: Tensor) -> Tensor:
         """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""
@@ -235,7 +243,7 @@ class FFLinear(FFLayer):
         if self.halves:
             half = xn.shape[1] // 2
             xn = xn[:, :half] + xn[:, half:]
-        return self.act(F.linear(xn, self.weight, self.bias))
+        return self._activate(F.linear(xn, self.weight, self.bias))
 
     @property
     def shares_products(self) -> bool:
@@ -266,8 +274,8 @@ class FFLinear(FFLayer):
         z = torch.addmm(z_img.index_select(0, rows), codes.to(z_lab.dtype), z_lab)
         scale = scale[:, None].to(z.dtype)
         if self.bias is None:
-            return self.act(z * scale)
-        return self.act(torch.addcmul(self.bias.to(z.dtype), z, scale))
+            return self._activate(z * scale)
+        return self._activate(torch.addcmul(self.bias.to(z.dtype), z, scale))
 
     def extra_repr(self) -> str:
         return (
@@ -366,7 +374,7 @@ class FFLocallyConnected2d(FFLayer):
         z = locally_connected(
             xn, self.weight, self.bias, self.kernel_size, self.stride, self.padding
         )
-        return self.act(z.reshape(b, self.out_features))
+        return self._activate(z.reshape(b, self.out_features))
 
     def extra_repr(self) -> str:
         return (

@@ -75,6 +75,8 @@ class FFNet(NetBase, nn.Module):
             if isinstance(self.sampler, Hard):
                 self.sampler = Hard(temperature=neg.temperature)
         made = self._make_layers(width)
+        for layer in made:
+            layer.keep_pre = m.goodness_of == "relu"
         self.layers = nn.ModuleList(made)
         self.widths = [layer.out_features for layer in made]
         self.objective = LocalObjective(
@@ -131,13 +133,25 @@ class FFNet(NetBase, nn.Module):
 
     # -- the FF objective ------------------------------------------------------------------------
 
+    def scored(self, i: int, h: Tensor) -> Tensor:
+        """What layer ``i``'s goodness is computed on, given its output ``h`` of the last
+        forward: ``h`` itself, or ``relu`` of its pre-activation (``model.goodness_of``)."""
+        layer = self.layers[i]
+        assert isinstance(layer, FFLayer)
+        if not layer.keep_pre:
+            return h
+        assert layer.pre is not None and layer.pre.shape == h.shape, "scored follows a forward"
+        return F.relu(layer.pre)
+
     def layer_loss(self, i: int, h: Tensor, b: int) -> Tensor:
         """Layer ``i``'s local loss on stacked activities ``(P + N, H)``, the first ``b = P``
         rows positive, plus its peer-normalisation term (on the positives)."""
-        loss, pos, neg = self.objective(i, h, b)
+        loss, pos, neg = self.objective(i, self.scored(i, h), b)
         self.last_scores = (pos.detach(), neg.detach())  # for the FF-accuracy metric
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
+        if self.config.model.pos_penalty > 0:
+            loss = loss + self.config.model.pos_penalty * pos.abs().mean()
         if layer.peer_weight > 0:
             loss = loss + layer.peer_loss(h[:b].float())
         return loss
@@ -407,7 +421,7 @@ class FFNet(NetBase, nn.Module):
                 if i > 0:
                     h = layer(h)
                 if i in layers:
-                    total += self.goodness(h)
+                    total += self.goodness(self.scored(i, h))
         return total.view(b, c)
 
     @torch.no_grad()
@@ -422,7 +436,7 @@ class FFNet(NetBase, nn.Module):
             for i, layer in enumerate(self.layers):
                 a = layer(a)
                 if i in layers:
-                    total += self.goodness(a)
+                    total += self.goodness(self.scored(i, a))
             out.append(total)
         return torch.stack(out, dim=1)
 
