@@ -140,8 +140,9 @@ class FFNet(NetBase, nn.Module):
         assert isinstance(layer, FFLayer)
         if not layer.keep_pre:
             return h
-        assert layer.pre is not None and layer.pre.shape == h.shape, "scored follows a forward"
-        return F.relu(layer.pre)
+        pre, layer.pre = layer.pre, None  # read once: nothing stale is kept or reused
+        assert pre is not None and pre.shape == h.shape, "scored follows the layer's forward"
+        return F.relu(pre)
 
     def layer_loss(self, i: int, h: Tensor, b: int) -> Tensor:
         """Layer ``i``'s local loss on stacked activities ``(P + N, H)``, the first ``b = P``
