@@ -131,7 +131,10 @@ def test_shared_pairing_feeds_both_images_to_one_weight_matrix() -> None:
     expected = first.act((n[:, :16] + n[:, 16:]) @ first.weight.T + first.bias)
     torch.testing.assert_close(first(pos), expected)
     with pytest.raises(ConfigError, match="fully connected"):
-        load_preset("scff-mnist", ["negatives.pairing=shared", "model.local=[[4, 3, 1, 1]]"])
+        load_preset(
+            "scff-mnist",
+            ["negatives.pairing=shared", "model.local=[[4, 3, 1, 1]]", "model.layers=[6]"],
+        )
 
 
 @given(st.integers(0, 3), st.integers(0, 2**31 - 1))
