@@ -348,3 +348,5 @@ def test_goodness_of_and_pos_penalty_are_validated() -> None:
         load_preset("mnist-quick", ["model.goodness_of=tanh"])
     with pytest.raises(ConfigError, match="pos_penalty"):
         load_preset("mnist-quick", ["model.pos_penalty=-1"])
+    with pytest.raises(ConfigError, match="recurrent"):
+        load_preset("rff-mnist", ["model.goodness_of=relu"])

@@ -482,6 +482,11 @@ def validate(config: RunConfig) -> None:
     _choice("model.goodness_of", m.goodness_of, ("output", "relu"))
     if not m.pos_penalty >= 0:
         raise ConfigError(f"model.pos_penalty must be >= 0, got {m.pos_penalty}")
+    if m.kind == "recurrent" and (m.goodness_of != "output" or m.pos_penalty):
+        raise ConfigError(
+            "model.goodness_of and model.pos_penalty apply to feedforward nets, not to "
+            "model.kind = 'recurrent'"
+        )
     _choice("model.label_value", m.label_value, ("one", "max"))
     if not (m.layers or m.local) or any(w <= 0 for w in m.layers):
         raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
