@@ -76,9 +76,29 @@ def test_init_refuses_a_backprop_run_and_the_backprop_twin(
         Trainer(tiny_config(f"train.init={tmp_path / 'nothing'}"), progress=False)
 
 
-def test_zero_epochs_needs_init(tiny_config: Callable[..., RunConfig]) -> None:
-    with pytest.raises(ConfigError, match=r"train\.epochs = 0 trains nothing"):
+def test_zero_epochs_needs_init_or_an_after_probe(tiny_config: Callable[..., RunConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"train\.epochs = 0 trains no layer"):
         Trainer(tiny_config("train.epochs=0"), progress=False)
+    with pytest.raises(ConfigError, match=r"train\.epochs = 0 trains no layer"):
+        Trainer(tiny_config("train.epochs=0", "readout.kind=probe"), progress=False)
+
+
+def test_zero_epochs_without_init_trains_a_probe_on_random_fixed_layers(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
+    """The paper's random-fixed-hidden baseline: only the probe learns."""
+    config = tiny_config(
+        "train.epochs=0", "readout.kind=probe", "readout.probe_mode=after", "readout.probe_epochs=2"
+    )
+    trainer = Trainer(config, out_dir=tmp_path / "run", progress=False)
+    net = trainer.net
+    layers = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("probe")}
+    probe = net.probe.weight.clone()
+    result = trainer.fit()
+    after = net.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in layers.items())
+    assert not torch.equal(probe, net.probe.weight)
+    assert result["test_acc"] > 0.2  # the tiny task's chance is 0.1: the probe learned
 
 
 def test_cli_init_flag(source: Path, tiny_toml: Path, tmp_path: Path) -> None:

@@ -15,8 +15,14 @@ from forwardforward.data.text import ALPHABET, encode, one_hot_windows, windows
 from forwardforward.nets.sequence import SequenceFFNet
 
 
-def _net(kind: str = "self_generated") -> SequenceFFNet:
-    config = load_preset("hinton-aesop-teacher", ["model.layers=[16]", f"negatives.kind={kind}"])
+def _net(
+    kind: str = "self_generated", scores: str = "goodness", readout: str | None = None
+) -> SequenceFFNet:
+    """A small Aesop net whose negatives use ``scores`` (its goodness, or its softmax probe),
+    read out with the same unless ``readout`` says otherwise."""
+    readout = readout or ("probe" if scores == "probe" else "goodness")
+    overrides = [f"negatives.kind={kind}", f"negatives.scores={scores}", f"readout.kind={readout}"]
+    config = load_preset("hinton-aesop-teacher", ["model.layers=[16]", *overrides])
     torch.manual_seed(0)
     return SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
 
@@ -46,7 +52,7 @@ def test_self_generated_negatives_never_see_the_true_next_character(monkeypatch)
     net = _net()
     z = ALPHABET.index("z")
 
-    def always_z(contexts: torch.Tensor) -> torch.Tensor:
+    def always_z(contexts: torch.Tensor, source: str | None = None) -> torch.Tensor:
         scores = torch.zeros(contexts.shape[0], len(ALPHABET))
         scores[:, z] = 1e4
         return scores
@@ -81,17 +87,18 @@ def _writer(net: SequenceFFNet, monkeypatch: pytest.MonkeyPatch) -> list[float]:
         temperature: float = 0.0,
         gen: torch.Generator | None = None,
         top_p: float = 1.0,
+        source: str | None = None,
     ) -> torch.Tensor:
         temperatures.append(temperature)
         code = ALPHABET.index("abcdefgh"[len(temperatures) - 1])
 
-        def scores(contexts: torch.Tensor) -> torch.Tensor:
+        def scores(contexts: torch.Tensor, source: str | None = None) -> torch.Tensor:
             out = torch.zeros(contexts.shape[0], len(ALPHABET))
             out[:, code] = 1e4
             return out
 
         monkeypatch.setattr(net, "next_scores", scores)
-        return original(prompt, length, temperature, gen, top_p)
+        return original(prompt, length, temperature, gen, top_p, source)
 
     monkeypatch.setattr(net, "generate", generate)
     return temperatures
@@ -236,3 +243,38 @@ def test_top_p_outside_the_unit_interval_is_rejected() -> None:
         load_preset("hinton-aesop-selfgen", ["negatives.top_p=0"])
     with pytest.raises(ConfigError, match="top_p"):
         load_preset("hinton-aesop-selfgen", ["negatives.top_p=1.5"])
+
+
+@pytest.mark.parametrize(("scores", "readout"), [("goodness", "probe"), ("probe", "goodness")])
+def test_self_generated_strings_are_written_with_the_chosen_scores(
+    scores: str, readout: str
+) -> None:
+    """``negatives.scores``, not the readout, picks what writes the strings: the goodness of
+    every candidate (here favouring 'x') or the softmax probe (here favouring 'q')."""
+    net = _net(scores=scores, readout=readout)
+    x, q = ALPHABET.index("x"), ALPHABET.index("q")
+
+    def goodness(contexts: torch.Tensor, layers: list[int] | None = None) -> torch.Tensor:
+        out = torch.zeros(contexts.shape[0], len(ALPHABET))
+        out[:, x] = 1e4
+        return out
+
+    def log_probs(contexts: torch.Tensor) -> torch.Tensor:
+        out = torch.full((contexts.shape[0], len(ALPHABET)), -1e4)
+        out[:, q] = 0.0
+        return out
+
+    net.label_scores = goodness  # type: ignore[method-assign]
+    net.log_probs = log_probs  # type: ignore[method-assign]
+    ctx, nxt = windows(_strings())
+    net.begin_epoch(one_hot_windows(ctx), nxt, torch.Generator().manual_seed(0))
+    assert net._pool is not None
+    wanted = q if scores == "probe" else x
+    assert bool((net._pool[1] == wanted).all())
+
+
+def test_probe_scores_need_a_probe() -> None:
+    net = _net(scores="goodness")
+    assert net.probe is None
+    with pytest.raises(ConfigError, match="no probe"):
+        net.next_scores(encode("the fox sa")[None], "probe")

@@ -128,10 +128,11 @@ class NegativesConfig:
 
     kind: str = "random_wrong"
     scores: str = "goodness"
-    """What hard negatives sample from: ``goodness`` (the softmax over every label's goodness) or
-    ``probe`` (a jointly trained linear softmax on the neutral input's activities, as Hinton's
-    Matlab code and RecurrentForwardForward's classifier-sampled negatives; almost free). With
-    ``probe`` the probe is trained even when ``readout.kind = "goodness"`` predicts."""
+    """What hard negatives sample from, and what self-generated strings are written with:
+    ``goodness`` (the softmax over every label's goodness) or ``probe`` (a jointly trained
+    linear softmax on the neutral input's activities, as Hinton's Matlab code and
+    RecurrentForwardForward's classifier-sampled negatives; almost free). With ``probe`` the
+    probe is trained even when ``readout.kind = "goodness"`` predicts."""
     temperature: float = 1.0
     """Hard and self-generated negatives: the scores are divided by this before the softmax
     that samples the model's characters or labels."""
@@ -546,10 +547,12 @@ def validate(config: RunConfig) -> None:
             "train.augment_shift needs fresh inputs in greedy training: cached inputs are "
             "computed once (set train.greedy_inputs = 'fresh')"
         )
-    if t.epochs == 0 and not t.init:
+    random_fixed = r.kind == "probe" and r.probe_mode == "after"
+    if t.epochs == 0 and not (t.init or random_fixed):
         raise ConfigError(
-            "train.epochs = 0 trains nothing: it is for train.init (a trained run's layers "
-            "with a probe trained afterwards)"
+            "train.epochs = 0 trains no layer: it is for a probe trained afterwards "
+            "(readout.kind = 'probe', readout.probe_mode = 'after') on the layers of "
+            "train.init or, without it, on randomly initialised layers"
         )
     if config.data.eval_split == "val" and config.data.val_fraction <= 0:
         raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")

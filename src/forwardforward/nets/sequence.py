@@ -6,13 +6,16 @@ character. The net is a :class:`~forwardforward.nets.feedforward.FFNet`; what is
 sequences is the negative data:
 
 - **teacher forcing** (``negatives.kind = "hard"``): the real context with the model's own
-  prediction of the next character (sampled from its softmax over the goodness of every
-  character, never the real one);
+  prediction of the next character (sampled, never the real one);
 - **self-generated** (``negatives.kind = "self_generated"``): before every epoch, in a
   separate phase, the model generates each training string from its first 10 characters; the
   negatives are windows of those generated strings with the character the model chose. The
   pool keeps the last ``negatives.replay`` generations (0: all); they are saved in checkpoints,
   so a resumed run draws from the same pool.
+
+The model's predictions, for both kinds, come from ``negatives.scores``: ``"goodness"`` (the
+softmax over the goodness of every candidate character) or ``"probe"`` (a linear softmax on the
+hidden activities of the context, trained alongside the layers, as in Hinton's Matlab code).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor
 
 from forwardforward.config import RunConfig
 from forwardforward.data.text import ALPHABET
+from forwardforward.errors import ConfigError
 from forwardforward.nets.feedforward import FFNet
 
 
@@ -39,6 +43,7 @@ class SequenceFFNet(FFNet):
         self.temperature = config.negatives.temperature
         self.top_p = config.negatives.top_p
         self.replay = config.negatives.replay
+        self.source = config.negatives.scores  # what the strings are written from
         self._generated: list[Tensor] = []  # (S, K + P) codes, one per generation phase
         self._pool: tuple[Tensor, Tensor] | None = None
 
@@ -48,7 +53,9 @@ class SequenceFFNet(FFNet):
             return
         per_string = 100 - self.context
         starts = x[::per_string, 0].argmax(-1)  # (S, K) codes of each string's first window
-        self._generated.append(self.generate(starts, per_string, self.temperature, gen, self.top_p))
+        self._generated.append(
+            self.generate(starts, per_string, self.temperature, gen, self.top_p, self.source)
+        )
         if self.replay:
             self._generated = self._generated[-self.replay :]
         self._build_pool()
@@ -91,12 +98,18 @@ class SequenceFFNet(FFNet):
         return self.encoder.embed_labels(xf, y), self.encoder.embed_labels(pool_x[idx], pool_y[idx])
 
     @torch.no_grad()
-    def next_scores(self, contexts: Tensor) -> Tensor:
-        """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``. With a
-        probe readout (``nebullvm-lm``) they are its log-probabilities; otherwise goodness."""
-        if self.config.readout.kind == "probe":
+    def next_scores(self, contexts: Tensor, source: str | None = None) -> Tensor:
+        """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``.
+
+        ``source`` is ``"probe"`` (the probe's log-probabilities), ``"goodness"`` (every
+        character's goodness, negated under the inverted objective) or None: the run's readout
+        (a probe for ``nebullvm-lm``, goodness otherwise)."""
+        if source is None:
+            source = "probe" if self.config.readout.kind == "probe" else "goodness"
+        if source == "probe":
             log_probs = self.log_probs(_one_hot(contexts))
-            assert log_probs is not None
+            if log_probs is None:
+                raise ConfigError("this run has no probe to score characters with")
             return log_probs
         scores = self.label_scores(_one_hot(contexts))
         return scores if self.config.model.maximize else -scores
@@ -109,16 +122,18 @@ class SequenceFFNet(FFNet):
         temperature: float = 0.0,
         gen: torch.Generator | None = None,
         top_p: float = 1.0,
+        source: str | None = None,
     ) -> Tensor:
         """Continue prompts ``(B, K)`` of codes by ``length`` characters -> ``(B, K + length)``.
 
         Temperature 0 takes the best character (deterministic); otherwise characters are sampled
         from ``softmax(scores / temperature)``, cut to its nucleus when ``top_p < 1``: the
-        fewest most probable characters whose probabilities reach ``top_p``.
+        fewest most probable characters whose probabilities reach ``top_p``. ``source`` picks
+        the scores (see :meth:`next_scores`).
         """
         out = prompt.clone()
         for _ in range(length):
-            scores = self.next_scores(out[:, -self.context :]).float()
+            scores = self.next_scores(out[:, -self.context :], source).float()
             if temperature <= 0:
                 nxt = scores.argmax(1)
             else:
