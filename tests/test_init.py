@@ -92,6 +92,7 @@ def test_zero_epochs_without_init_trains_a_probe_on_random_fixed_layers(
     )
     trainer = Trainer(config, out_dir=tmp_path / "run", progress=False)
     net = trainer.net
+    assert isinstance(net, FFNet) and net.probe is not None
     layers = {k: v.clone() for k, v in net.state_dict().items() if not k.startswith("probe")}
     probe = net.probe.weight.clone()
     result = trainer.fit()

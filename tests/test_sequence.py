@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from forwardforward.cli import main
-from forwardforward.config import ConfigError, load_preset
+from forwardforward.config import load_preset
 from forwardforward.data.text import ALPHABET, encode, one_hot_windows, windows
+from forwardforward.errors import ConfigError
 from forwardforward.nets.sequence import SequenceFFNet
 
 
@@ -46,7 +47,9 @@ def test_generation_is_deterministic_at_temperature_zero() -> None:
     assert torch.equal(g1, g2)
 
 
-def test_self_generated_negatives_never_see_the_true_next_character(monkeypatch) -> None:
+def test_self_generated_negatives_never_see_the_true_next_character(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A model that always writes 'z' reveals any leak: every negative must be made of the
     strings' first 10 characters followed by its own 'z's, never of the real text after them."""
     net = _net()
@@ -247,7 +250,7 @@ def test_top_p_outside_the_unit_interval_is_rejected() -> None:
 
 @pytest.mark.parametrize(("scores", "readout"), [("goodness", "probe"), ("probe", "goodness")])
 def test_self_generated_strings_are_written_with_the_chosen_scores(
-    scores: str, readout: str
+    scores: str, readout: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``negatives.scores``, not the readout, picks what writes the strings: the goodness of
     every candidate (here favouring 'x') or the softmax probe (here favouring 'q')."""
@@ -264,8 +267,8 @@ def test_self_generated_strings_are_written_with_the_chosen_scores(
         out[:, q] = 0.0
         return out
 
-    net.label_scores = goodness  # type: ignore[method-assign]
-    net.log_probs = log_probs  # type: ignore[method-assign]
+    monkeypatch.setattr(net, "label_scores", goodness)
+    monkeypatch.setattr(net, "log_probs", log_probs)
     ctx, nxt = windows(_strings())
     net.begin_epoch(one_hot_windows(ctx), nxt, torch.Generator().manual_seed(0))
     assert net._pool is not None
