@@ -11,7 +11,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import report
+import report  # type: ignore[import-not-found, unused-ignore]
 
 ENV = {"device": "cpu (test)", "threads": 2, "torch": "x", "date": "2026-01-01"}
 
@@ -69,7 +69,7 @@ def test_figures_and_commands_come_from_the_result_files(
 def test_presets_table_counts_the_time_of_the_run_a_preset_starts_from(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import presets
+    import presets  # type: ignore[import-not-found, unused-ignore]
 
     monkeypatch.setattr(presets, "STORE", tmp_path)
     entry = {"test_error_pct": 1.5, "wall_seconds": 20.0, "reference": "ref", "command": "c"}

@@ -23,6 +23,7 @@ from forwardforward.checkpoint import (
 )
 from forwardforward.config import RunConfig
 from forwardforward.errors import CheckpointError
+from forwardforward.layers import FFLinear
 from forwardforward.nets.feedforward import FFNet
 
 
@@ -45,7 +46,7 @@ def _save(path: Path, net: torch.nn.Module) -> None:
 # Round trip and atomic writes
 
 
-def test_round_trip(tmp_path: Path, tiny_config) -> None:
+def test_round_trip(tmp_path: Path, tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config)
     path = tmp_path / "run" / "checkpoint.pt"  # the folder is created
     _save(path, net)
@@ -55,13 +56,17 @@ def test_round_trip(tmp_path: Path, tiny_config) -> None:
     assert payload["fingerprint"] == fingerprint(net)
     assert payload["trainer"]["epoch"] == 2
     other = _net(tiny_config, seed=1)
-    assert not torch.equal(other.layers[0].weight, net.layers[0].weight)
+    theirs, mine = other.layers[0], net.layers[0]
+    assert isinstance(theirs, FFLinear) and isinstance(mine, FFLinear)
+    assert not torch.equal(theirs.weight, mine.weight)
     load_into(other, payload, path)
     for k, v in net.state_dict().items():
         assert torch.equal(other.state_dict()[k], v), k
 
 
-def test_atomic_write_leaves_no_temp_file(tmp_path: Path, tiny_config) -> None:
+def test_atomic_write_leaves_no_temp_file(
+    tmp_path: Path, tiny_config: Callable[..., RunConfig]
+) -> None:
     path = tmp_path / "checkpoint.pt"
     _save(path, _net(tiny_config))
     _save(path, _net(tiny_config, seed=2))  # overwriting, too
@@ -85,7 +90,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) ->
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
-def test_a_failed_save_checkpoint_keeps_the_old_checkpoint(tmp_path: Path, tiny_config) -> None:
+def test_a_failed_save_checkpoint_keeps_the_old_checkpoint(
+    tmp_path: Path, tiny_config: Callable[..., RunConfig]
+) -> None:
     path = tmp_path / "checkpoint.pt"
     net = _net(tiny_config)
     _save(path, net)
@@ -101,7 +108,7 @@ def test_a_failed_save_checkpoint_keeps_the_old_checkpoint(tmp_path: Path, tiny_
 # Foreign and corrupt files
 
 
-def test_checkpoint_of_another_model(tmp_path: Path, tiny_config) -> None:
+def test_checkpoint_of_another_model(tmp_path: Path, tiny_config: Callable[..., RunConfig]) -> None:
     path = tmp_path / "checkpoint.pt"
     _save(path, _net(tiny_config, "[32, 16]"))
     other = _net(tiny_config, "[32, 8]")
@@ -115,7 +122,9 @@ def test_checkpoint_of_another_model(tmp_path: Path, tiny_config) -> None:
         assert torch.equal(before[k], v), k
 
 
-def test_checkpoint_with_missing_layers(tmp_path: Path, tiny_config) -> None:
+def test_checkpoint_with_missing_layers(
+    tmp_path: Path, tiny_config: Callable[..., RunConfig]
+) -> None:
     path = tmp_path / "checkpoint.pt"
     _save(path, _net(tiny_config, "[32]"))
     with pytest.raises(CheckpointError, match=r"another model.*missing layers\.1"):
@@ -167,7 +176,9 @@ def test_random_bytes_are_refused_cleanly(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
-def test_truncated_checkpoint(tmp_path: Path, tiny_config, fraction: float) -> None:
+def test_truncated_checkpoint(
+    tmp_path: Path, tiny_config: Callable[..., RunConfig], fraction: float
+) -> None:
     path = tmp_path / "checkpoint.pt"
     _save(path, _net(tiny_config))
     data = path.read_bytes()

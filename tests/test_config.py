@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -119,7 +120,7 @@ def test_later_override_wins() -> None:
 
 
 def test_apply_overrides_builds_missing_tables() -> None:
-    data: dict = {}
+    data: dict[str, Any] = {}
     apply_overrides(data, ["a.b.c=1", "a.d=x"])
     assert data == {"a": {"b": {"c": 1}, "d": "x"}}
 

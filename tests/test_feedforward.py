@@ -12,7 +12,7 @@ import torch
 
 from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError, TrainingDiverged
-from forwardforward.layers import normalize
+from forwardforward.layers import FFLinear, normalize
 from forwardforward.nets.feedforward import FFNet
 
 IN_SHAPE = (1, 6, 6)  # D = 36; top_row labels use the 6-pixel top row
@@ -50,7 +50,7 @@ def _train_briefly(net: FFNet, steps: int = 5) -> None:
 @pytest.mark.parametrize("value", ["one", "max"])
 @pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
 def test_label_scores_equal_the_naive_loop(
-    tiny_config, label: str, norm: str, value: str, trained: bool
+    tiny_config: Callable[..., RunConfig], label: str, norm: str, value: str, trained: bool
 ) -> None:
     net = _net(
         tiny_config,
@@ -75,13 +75,17 @@ def test_label_scores_equal_the_naive_loop(
 
 
 @pytest.mark.parametrize("activation", ["relu_st", "gelu", "silu", "leaky_relu", "triangle"])
-def test_label_scores_equal_the_naive_loop_other_activations(tiny_config, activation: str) -> None:
+def test_label_scores_equal_the_naive_loop_other_activations(
+    tiny_config: Callable[..., RunConfig], activation: str
+) -> None:
     net = _net(tiny_config, f"model.activation={activation}", "model.bias=false")
     x, _ = _data(n=5, seed=4)
     torch.testing.assert_close(net.label_scores(x), net.label_scores_naive(x), rtol=1e-4, atol=1e-5)
 
 
-def test_label_scores_are_the_goodness_of_each_labelled_input(tiny_config) -> None:
+def test_label_scores_are_the_goodness_of_each_labelled_input(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     """Independent of both implementations: score[b, c] is the summed goodness of image b with
     label c, pushed through the layers one by one."""
     net = _net(tiny_config, "model.goodness=mean_squares")
@@ -106,7 +110,7 @@ def test_label_scores_are_the_goodness_of_each_labelled_input(tiny_config) -> No
 @pytest.mark.parametrize("value", ["one", "max"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_forward_shared_equals_forward_on_the_embedded_inputs(
-    tiny_config, label: str, norm: str, value: str, bias: bool
+    tiny_config: Callable[..., RunConfig], label: str, norm: str, value: str, bias: bool
 ) -> None:
     net = _net(
         tiny_config,
@@ -121,6 +125,7 @@ def test_forward_shared_equals_forward_on_the_embedded_inputs(
     rows = torch.randint(0, 7, (19,), generator=g)  # images repeated, in any order
     q = torch.rand(19, C, generator=g)  # any label code, not only one-hot
     first = net.layers[0]
+    assert isinstance(first, FFLinear)
     embedded = enc.embed(xf[rows], q)
     codes = q * enc.value(xf)[rows, None]
     shared = first.forward_shared(enc.base(xf), rows, codes, enc.patterns)
@@ -130,7 +135,7 @@ def test_forward_shared_equals_forward_on_the_embedded_inputs(
 @pytest.mark.parametrize("negatives", ["random_wrong", "all_wrong", "hard", "inverse"])
 @pytest.mark.parametrize("value", ["one", "max"])
 def test_a_step_with_the_shared_first_product_equals_the_stacked_step(
-    tiny_config, negatives: str, value: str
+    tiny_config: Callable[..., RunConfig], negatives: str, value: str
 ) -> None:
     """Same negatives drawn, same losses, same weights after a few steps: sharing the first
     layer's product only reorders the arithmetic."""
@@ -150,7 +155,9 @@ def test_a_step_with_the_shared_first_product_equals_the_stacked_step(
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
-def test_the_shared_first_product_is_used_only_where_it_applies(tiny_config) -> None:
+def test_the_shared_first_product_is_used_only_where_it_applies(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     x, y = _data(n=6)
     gen = torch.Generator().manual_seed(0)
     xf = _net(tiny_config).flat(x)
@@ -163,7 +170,9 @@ def test_the_shared_first_product_is_used_only_where_it_applies(tiny_config) -> 
         assert _net(tiny_config, *opts).shared_inputs(xf, y, gen, None) is None, opts
 
 
-def test_a_bf16_net_evaluates_in_bf16_from_its_configuration(tiny_config) -> None:
+def test_a_bf16_net_evaluates_in_bf16_from_its_configuration(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     """A net built from a bf16 configuration (a loaded run, say) scores in bf16 before any
     configure(); its scores stay fp32 and close to the fp32 ones."""
     net = _net(tiny_config, "train.precision=bf16")
@@ -178,7 +187,7 @@ def test_a_bf16_net_evaluates_in_bf16_from_its_configuration(tiny_config) -> Non
     torch.testing.assert_close(low, exact, rtol=0.03, atol=0.05)
 
 
-def test_flat_scales_uint8_and_keeps_floats(tiny_config) -> None:
+def test_flat_scales_uint8_and_keeps_floats(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config)
     x8 = torch.tensor([[[[0, 255], [51, 102]]]], dtype=torch.uint8)
     torch.testing.assert_close(net.flat(x8), torch.tensor([[0.0, 1.0, 0.2, 0.4]]))
@@ -200,7 +209,9 @@ def test_flat_scales_uint8_and_keeps_floats(tiny_config) -> None:
         ("argmax", False, "argmax"),
     ],
 )
-def test_predict_select(tiny_config, select: str, maximize: bool, expect: str) -> None:
+def test_predict_select(
+    tiny_config: Callable[..., RunConfig], select: str, maximize: bool, expect: str
+) -> None:
     net = _net(
         tiny_config,
         "readout.kind=goodness",
@@ -215,7 +226,7 @@ def test_predict_select(tiny_config, select: str, maximize: bool, expect: str) -
     assert torch.equal(net.predict(x), want)
 
 
-def test_probe_readout_predicts_from_probe_features(tiny_config) -> None:
+def test_probe_readout_predicts_from_probe_features(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe", "readout.layers=[1, 2]")
     net.eval()
     assert net.probe is not None
@@ -238,7 +249,7 @@ def test_probe_readout_predicts_from_probe_features(tiny_config) -> None:
     assert torch.equal(net.predict(x), (feats @ net.probe.weight.T).argmax(1))
 
 
-def test_probe_features_use_the_neutral_label(tiny_config) -> None:
+def test_probe_features_use_the_neutral_label(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe", "model.neutral_level=0.25")
     x, _ = _data(n=4, seed=8)
     xf = net.flat(x)
@@ -250,14 +261,16 @@ def test_probe_features_use_the_neutral_label(tiny_config) -> None:
     torch.testing.assert_close(net.probe_features(x), torch.cat(expected, 1))
 
 
-def test_probe_features_zero_input(tiny_config) -> None:
+def test_probe_features_zero_input(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe", "readout.probe_input=zero", "readout.layers=[0]")
     x, _ = _data(n=4, seed=8)
     a = net.encoder.embed(net.flat(x), torch.zeros(4, C))
     torch.testing.assert_close(net.probe_features(x), normalize(net.layers[0](a), "rms"))
 
 
-def test_standardised_probe_features_have_zero_mean_and_unit_variance(tiny_config) -> None:
+def test_standardised_probe_features_have_zero_mean_and_unit_variance(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     net = _net(tiny_config, "readout.kind=probe", "readout.probe_norm=std", "readout.layers=[0, 2]")
     x, _ = _data(n=6, seed=9)
     a = net.encoder.neutral(net.flat(x), net.config.model.neutral_level)
@@ -273,7 +286,9 @@ def test_standardised_probe_features_have_zero_mean_and_unit_variance(tiny_confi
         torch.testing.assert_close(part * std, centred, atol=1e-5, rtol=1e-4)
 
 
-def test_probe_dropout_zeroes_features_while_training_only(tiny_config) -> None:
+def test_probe_dropout_zeroes_features_while_training_only(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     net = _net(tiny_config, "readout.kind=probe", "readout.probe_dropout=0.5")
     assert net.probe is not None
     with torch.no_grad():
@@ -301,7 +316,9 @@ def test_probe_dropout_zeroes_features_while_training_only(tiny_config) -> None:
         ("readout.probe_dropout=1.0", "probe_dropout"),
     ],
 )
-def test_bad_probe_options_are_named(tiny_config, override: str, message: str) -> None:
+def test_bad_probe_options_are_named(
+    tiny_config: Callable[..., RunConfig], override: str, message: str
+) -> None:
     with pytest.raises(ConfigError, match=message):
         tiny_config("readout.kind=probe", override)
 
@@ -310,7 +327,7 @@ def test_bad_probe_options_are_named(tiny_config, override: str, message: str) -
 # Module plumbing
 
 
-def test_state_dict_holds_every_layer_and_the_probe(tiny_config) -> None:
+def test_state_dict_holds_every_layer_and_the_probe(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe")
     keys = set(net.state_dict())
     for i in range(3):
@@ -321,7 +338,7 @@ def test_state_dict_holds_every_layer_and_the_probe(tiny_config) -> None:
     assert not any(k.startswith("probe") for k in plain.state_dict())
 
 
-def test_parameters_and_to_see_every_layer(tiny_config) -> None:
+def test_parameters_and_to_see_every_layer(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe")
     params = {id(p) for p in net.parameters()}
     for layer in net.layers:
@@ -335,7 +352,7 @@ def test_parameters_and_to_see_every_layer(tiny_config) -> None:
     assert net.probe.weight.dtype == torch.float64
 
 
-def test_one_optimizer_per_layer_plus_probe(tiny_config) -> None:
+def test_one_optimizer_per_layer_plus_probe(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "readout.kind=probe")
     assert len(net.optimizers) == len(net.schedulers) == 4
     for layer, opt in zip(net.layers, net.optimizers, strict=False):
@@ -349,7 +366,9 @@ def test_one_optimizer_per_layer_plus_probe(tiny_config) -> None:
 
 @pytest.mark.parametrize("inputs", ["cached", "fresh"])
 @pytest.mark.parametrize("phase", [0, 1, 2])
-def test_greedy_trains_only_the_current_layer(tiny_config, phase: int, inputs: str) -> None:
+def test_greedy_trains_only_the_current_layer(
+    tiny_config: Callable[..., RunConfig], phase: int, inputs: str
+) -> None:
     net = _net(
         tiny_config,
         "train.schedule=greedy",
@@ -369,7 +388,9 @@ def test_greedy_trains_only_the_current_layer(tiny_config, phase: int, inputs: s
         assert changed == (i == phase), f"layer {i} in phase {phase}"
 
 
-def test_greedy_cache_feeds_layer_k_the_output_of_the_frozen_layers_below(tiny_config) -> None:
+def test_greedy_cache_feeds_layer_k_the_output_of_the_frozen_layers_below(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
     x, y = _data(n=30, seed=9)
     net.begin_phase(2, x, y)
@@ -383,7 +404,7 @@ def test_greedy_cache_feeds_layer_k_the_output_of_the_frozen_layers_below(tiny_c
 
 
 def test_greedy_fresh_inputs_draw_this_batchs_negatives_through_the_frozen_layers(
-    tiny_config,
+    tiny_config: Callable[..., RunConfig],
 ) -> None:
     net = _net(
         tiny_config, "train.schedule=greedy", "readout.kind=goodness", "train.greedy_inputs=fresh"
@@ -400,7 +421,7 @@ def test_greedy_fresh_inputs_draw_this_batchs_negatives_through_the_frozen_layer
     torch.testing.assert_close(metrics["loss1"], expected.detach())
 
 
-def test_greedy_all_wrong_negatives(tiny_config) -> None:
+def test_greedy_all_wrong_negatives(tiny_config: Callable[..., RunConfig]) -> None:
     """Greedy training with ``all_wrong`` negatives caches C-1 negatives per image; a batch must
     get them (validation may instead refuse the combination with a ConfigError)."""
     try:
@@ -420,7 +441,7 @@ def test_greedy_all_wrong_negatives(tiny_config) -> None:
 
 @pytest.mark.parametrize("maximize", [True, False])
 def test_hard_negatives_get_scores_that_are_higher_for_more_positive_labels(
-    tiny_config, maximize: bool
+    tiny_config: Callable[..., RunConfig], maximize: bool
 ) -> None:
     """Samplers take per-label *scores* (higher = the model believes the label more). With the
     inverted objective (maximize = false) low goodness means positive, so the sampler must get
@@ -441,7 +462,7 @@ def test_hard_negatives_get_scores_that_are_higher_for_more_positive_labels(
             seen.append(scores.clone())
             return real(y, num_classes, generator, scores)
 
-    net.sampler = Recorder()  # type: ignore[assignment]
+    net.sampler = Recorder()
     x, y = _data(n=16, seed=10)
     goodness = net.label_scores(x)
     net.train_step(x, y, torch.arange(16), torch.Generator().manual_seed(0))
@@ -454,7 +475,9 @@ def test_hard_negatives_get_scores_that_are_higher_for_more_positive_labels(
 # Divergence
 
 
-def test_nan_input_raises_training_diverged_naming_layer_and_step(tiny_config) -> None:
+def test_nan_input_raises_training_diverged_naming_layer_and_step(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     net = _net(tiny_config, "model.peer_weight=0.0")
     x, y = _data(n=8, seed=11)
     xf = net.flat(x)
@@ -470,7 +493,7 @@ def test_nan_input_raises_training_diverged_naming_layer_and_step(tiny_config) -
         assert torch.equal(v, after[k]), k
 
 
-def test_huge_lr_diverges_on_the_next_step(tiny_config) -> None:
+def test_huge_lr_diverges_on_the_next_step(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config, "optim.name=adam", "optim.lr=1e30", "optim.schedule=constant")
     gen = torch.Generator().manual_seed(0)
     x, y = _data(n=8, seed=12)
@@ -482,7 +505,9 @@ def test_huge_lr_diverges_on_the_next_step(tiny_config) -> None:
     assert "learning rate" in msg
 
 
-def test_greedy_divergence_names_the_layer_and_the_global_step(tiny_config) -> None:
+def test_greedy_divergence_names_the_layer_and_the_global_step(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     """In greedy training the message names the phase's layer and the run's optimisation step
     (steps of the earlier phases included), not layer 0's own step count."""
     net = _net(tiny_config, "train.schedule=greedy", "readout.kind=goodness")
@@ -493,8 +518,10 @@ def test_greedy_divergence_names_the_layer_and_the_global_step(tiny_config) -> N
         net.train_step(x[:10], y[:10], torch.arange(10), gen)
     net.begin_phase(1, x, y)
     net.train_step(x[:10], y[:10], torch.arange(10), gen)  # global step 3 (0-based)
+    second = net.layers[1]
+    assert isinstance(second, FFLinear)
     with torch.no_grad():
-        net.layers[1].weight.fill_(float("nan"))
+        second.weight.fill_(float("nan"))
     with pytest.raises(TrainingDiverged) as info:
         net.train_step(x[:10], y[:10], torch.arange(10), gen)  # global step 4
     msg = str(info.value)

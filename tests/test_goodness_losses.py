@@ -7,6 +7,7 @@ expression), so a wrong sign, a wrong pairing or a wrong mean shows up as a wron
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from forwardforward.goodness import GOODNESS, mean_squares, signed, sum_squares
 from forwardforward.layers import ACTIVATIONS, NORMS
 from forwardforward.losses import LOSSES, linear, log_sigmoid, symba, threshold_softplus
 from forwardforward.negatives import NEGATIVES
+from forwardforward.registry import Registry
 
 
 def softplus(z: float) -> float:
@@ -212,7 +214,9 @@ def test_losses_registry_holds_the_four_losses() -> None:
         (NEGATIVES, "negatives"),
     ],
 )
-def test_unknown_name_is_a_config_error_listing_the_names(registry, kind: str) -> None:
+def test_unknown_name_is_a_config_error_listing_the_names(
+    registry: Registry[Any], kind: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         registry["no_such_thing"]
     msg = str(info.value)

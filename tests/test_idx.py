@@ -24,7 +24,7 @@ def _images(n: int = 5) -> np.ndarray:
 @pytest.mark.parametrize("compress", [False, True])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_round_trip_file(tmp_path: Path, compress: bool, dtype: type) -> None:
-    arr = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
+    arr: np.ndarray = (np.arange(2 * 3 * 4) - 7).astype(dtype).reshape(2, 3, 4)
     path = tmp_path / ("a.idx.gz" if compress else "a.idx")
     write_idx(path, arr, compress=compress)
     assert (path.read_bytes()[:2] == b"\x1f\x8b") == compress

@@ -61,6 +61,7 @@ def test_fflinear_halves_applies_one_weight_to_both_normalised_halves() -> None:
     assert layer.weight.shape == (3, 4)
     a, b = torch.rand(5, 4), torch.rand(5, 4)
     n = normalize(torch.cat([a, b], 1), "rms")  # normalised together, not one by one
+    assert layer.bias is not None
     expected = torch.relu((n[:, :4] + n[:, 4:]) @ layer.weight.T + layer.bias)
     torch.testing.assert_close(layer(torch.cat([a, b], 1)), expected)
     with pytest.raises(ValueError, match="even"):
@@ -248,6 +249,12 @@ def _net(tiny_config: Callable[..., RunConfig], *overrides: str) -> FFNet:
     return net
 
 
+def _linear(layer: torch.nn.Module) -> FFLinear:
+    """``layer`` as the :class:`FFLinear` it is (``net.layers`` holds plain modules)."""
+    assert isinstance(layer, FFLinear)
+    return layer
+
+
 def _batch(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(n, *IN_SHAPE, generator=g)
@@ -255,7 +262,7 @@ def _batch(n: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-def test_no_gradient_reaches_an_earlier_layer(tiny_config) -> None:
+def test_no_gradient_reaches_an_earlier_layer(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config)
     x, y = _batch()
     xf = net.flat(x).clone().requires_grad_()
@@ -265,14 +272,15 @@ def test_no_gradient_reaches_an_earlier_layer(tiny_config) -> None:
     half = len(y) // 2
     loss1 = net.layer_loss(1, h1, half)
     loss1.backward()
-    assert net.layers[1].weight.grad is not None
-    assert net.layers[1].weight.grad.abs().sum() > 0
+    second = _linear(net.layers[1])
+    assert second.weight.grad is not None
+    assert second.weight.grad.abs().sum() > 0
     assert net.layers[0].weight.grad is None
     assert net.layers[0].bias.grad is None
     assert xf.grad is None
 
 
-def test_train_step_changes_every_layer(tiny_config) -> None:
+def test_train_step_changes_every_layer(tiny_config: Callable[..., RunConfig]) -> None:
     net = _net(tiny_config)
     before = copy.deepcopy(net.state_dict())
     x, y = _batch()
@@ -287,7 +295,9 @@ def test_train_step_changes_every_layer(tiny_config) -> None:
     assert not torch.equal(before["probe.weight"], after["probe.weight"])
 
 
-def test_each_layer_gets_the_gradient_of_its_own_loss_only(tiny_config) -> None:
+def test_each_layer_gets_the_gradient_of_its_own_loss_only(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     """The gradient train_step applies to layer k equals the gradient of layer k's loss alone,
     computed on the detached output of layer k-1."""
     net = _net(tiny_config)
@@ -298,7 +308,7 @@ def test_each_layer_gets_the_gradient_of_its_own_loss_only(tiny_config) -> None:
 
     grads: dict[int, torch.Tensor] = {}
     handles = [
-        layer.weight.register_hook(lambda g, i=i: grads.__setitem__(i, g.detach().clone()))
+        _linear(layer).weight.register_hook(lambda g, i=i: grads.__setitem__(i, g.detach().clone()))
         for i, layer in enumerate(net.layers)
     ]
     net.train_step(x, y, torch.arange(len(y)), gen)
@@ -314,7 +324,7 @@ def test_each_layer_gets_the_gradient_of_its_own_loss_only(tiny_config) -> None:
     for k, layer in enumerate(ref.layers):
         h = layer(a)
         loss_k = ref.layer_loss(k, h, b)
-        (g_k,) = torch.autograd.grad(loss_k, layer.weight)
+        (g_k,) = torch.autograd.grad(loss_k, _linear(layer).weight)
         torch.testing.assert_close(grads[k], g_k, rtol=1e-5, atol=1e-7)
         a = h.detach()
 

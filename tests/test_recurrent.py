@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
 from forwardforward.config import RunConfig, load_preset
 from forwardforward.layers import normalize
-from forwardforward.nets.recurrent import RecurrentFFNet
+from forwardforward.nets.recurrent import RecurrentFFNet, RecurrentLayer
 
 BASE = [
     "model.kind=recurrent",
@@ -29,14 +31,22 @@ def _net(*extra: str, shape: tuple[int, ...] = (1, 4, 4)) -> RecurrentFFNet:
     return RecurrentFFNet(_config(*extra), shape, 3)
 
 
+def _layer(module: torch.nn.Module) -> RecurrentLayer:
+    """``module`` as the :class:`RecurrentLayer` it is (``net.layers`` holds plain modules)."""
+    assert isinstance(module, RecurrentLayer)
+    return module
+
+
 def test_damping_update_matches_its_formula() -> None:
     net = _net("recurrent.damping=0.7", "recurrent.lateral=true", "recurrent.negate_top_down=true")
     x = torch.rand(5, 16)
     label = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1])]
     prev = [torch.rand(5, 12), torch.rand(5, 8)]
     new = net.step(x, label, prev)
-    n = lambda t: normalize(t, "rms")  # noqa: E731
+    n: Callable[[torch.Tensor], torch.Tensor] = lambda t: normalize(t, "rms")  # noqa: E731
     l0, l1 = net.layers
+    assert isinstance(l0, RecurrentLayer) and isinstance(l1, RecurrentLayer)
+    assert l0.lateral is not None and l1.lateral is not None
     z0 = l0.bottom_up(n(x)) - l0.top_down(n(prev[1])) + l0.lateral(n(prev[0]))
     z1 = l1.bottom_up(n(prev[0])) - l1.top_down(label) + l1.lateral(n(prev[1]))
     act = net.act
@@ -88,7 +98,8 @@ def test_only_label_steps_learn_and_no_gradient_crosses_steps() -> None:
     states = net.step(torch.rand(2, 16), torch.eye(3)[:2], net.initial_states(2, x.device))
     nxt = net.step(torch.rand(2, 16), torch.eye(3)[:2], states)
     nxt[1].sum().backward()
-    assert net.layers[0].bottom_up.weight.grad is None  # layer 0 only reaches layer 1 detached
+    first = _layer(net.layers[0])
+    assert first.bottom_up.weight.grad is None  # layer 0 only reaches layer 1 detached
 
 
 def test_recurrent_net_learns_on_synthetic_data() -> None:
@@ -192,12 +203,12 @@ def test_label_gain_scales_the_weights_from_the_label_only() -> None:
     plain = _net()
     torch.manual_seed(0)
     net = RecurrentFFNet(_config("model.layers=[12, 400]", "recurrent.label_gain=3"), (1, 4, 4), 3)
-    top = net.layers[-1].top_down.weight.detach()
+    top = _layer(net.layers[-1]).top_down.weight.detach()
     expected = 3 * (2 / 3) ** 0.5
     assert abs(float(top.std()) - expected) < 0.1 * expected
     # the other top-down weights keep U(-0.05, 0.05)
-    assert float(net.layers[0].top_down.weight.detach().abs().max()) <= 0.05
-    assert float(plain.layers[-1].top_down.weight.detach().abs().max()) <= 0.05
+    assert float(_layer(net.layers[0]).top_down.weight.detach().abs().max()) <= 0.05
+    assert float(_layer(plain.layers[-1]).top_down.weight.detach().abs().max()) <= 0.05
 
 
 def test_negative_label_gain_is_rejected() -> None:

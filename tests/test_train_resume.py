@@ -12,15 +12,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from forwardforward.checkpoint import read_checkpoint
 from forwardforward.cli import main
-from forwardforward.config import to_dict
+from forwardforward.config import RunConfig, to_dict
 from forwardforward.errors import CheckpointError, ConfigError, TrainingDiverged
+from forwardforward.nets.feedforward import FFNet
 from forwardforward.perf import flushes_denormals
 from forwardforward.train import (
     CHECKPOINT,
@@ -51,14 +54,15 @@ def _ff_subprocess(args: list[str], kill_at: str) -> subprocess.CompletedProcess
 
 
 def _model(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / CHECKPOINT, weights_only=True)["model"]
+    model: dict[str, torch.Tensor] = torch.load(run_dir / CHECKPOINT, weights_only=True)["model"]
+    return model
 
 
-def _metrics(run_dir: Path) -> list[dict]:
+def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (run_dir / METRICS).read_text().splitlines()]
 
 
-def _comparable(records: list[dict]) -> list[dict]:
+def _comparable(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metrics without the wall-clock fields."""
     return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in records]
 
@@ -83,7 +87,7 @@ def _no_kill_hook(monkeypatch: pytest.MonkeyPatch) -> None:
 # Repeatability
 
 
-def test_a_seeded_run_is_repeatable(tiny_config) -> None:
+def test_a_seeded_run_is_repeatable(tiny_config: Callable[..., RunConfig]) -> None:
     config = tiny_config("train.epochs=1")
     a = Trainer(config, progress=False)
     a.fit()
@@ -169,14 +173,18 @@ def test_resume_after_a_kill_is_bit_identical(
     _no_temp_files(run)
 
 
-def test_resume_refuses_a_preset_or_overrides(tiny_toml: Path, tmp_path: Path, capsys) -> None:
+def test_resume_refuses_a_preset_or_overrides(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["train", str(tiny_toml), "--resume", str(tmp_path), "--quiet"]) == 1
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(tmp_path / "nothing"), "--quiet"]) == 1
     assert "not a run folder" in capsys.readouterr().err
 
 
-def test_resume_of_another_kind_is_refused(tiny_config, tmp_path: Path) -> None:
+def test_resume_of_another_kind_is_refused(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     Trainer(tiny_config("train.epochs=1"), out_dir=tmp_path, progress=False).fit()
     twin = Trainer(tiny_config("train.epochs=1"), out_dir=tmp_path, backprop=True, progress=False)
     with pytest.raises(CheckpointError, match="ff run, not backprop"):
@@ -187,7 +195,9 @@ def test_resume_of_another_kind_is_refused(tiny_config, tmp_path: Path) -> None:
 # Divergence stops the run cleanly
 
 
-def test_huge_learning_rate_raises_training_diverged(tiny_config, tmp_path: Path) -> None:
+def test_huge_learning_rate_raises_training_diverged(
+    tiny_config: Callable[..., RunConfig], tmp_path: Path
+) -> None:
     trainer = Trainer(
         tiny_config("optim.name=adam", "optim.lr=1e30"), out_dir=tmp_path, progress=False
     )
@@ -203,20 +213,24 @@ def test_huge_learning_rate_raises_training_diverged(tiny_config, tmp_path: Path
 
 
 def test_divergence_after_an_epoch_keeps_the_last_good_checkpoint(
-    tiny_config, tmp_path: Path
+    tiny_config: Callable[..., RunConfig], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = Trainer(tiny_config(), out_dir=tmp_path, progress=False)
-    real_step = trainer.net.train_step
+    net = trainer.net
+    assert isinstance(net, FFNet)
+    real_step = net.train_step
     poison_at = STEPS_PER_EPOCH + 3  # in epoch 2
 
-    def step_with_a_bad_learning_rate(*args):  # type: ignore[no-untyped-def]
+    def step_with_a_bad_learning_rate(
+        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         if trainer.step == poison_at:  # one step with an absurd rate, as a bad schedule would
-            for opt in trainer.net.optimizers:
+            for opt in net.optimizers:
                 for group in opt.param_groups:
                     group["lr"] = 1e30
-        return real_step(*args)
+        return real_step(x, y, index, gen)
 
-    trainer.net.train_step = step_with_a_bad_learning_rate  # type: ignore[method-assign]
+    monkeypatch.setattr(net, "train_step", step_with_a_bad_learning_rate)
     with pytest.raises(TrainingDiverged) as info:
         trainer.fit()
     msg = str(info.value)
@@ -245,14 +259,16 @@ def test_divergence_after_an_epoch_keeps_the_last_good_checkpoint(
     assert elapsed == sorted(elapsed) and elapsed[1] >= first_epoch_done
 
 
-def test_cli_reports_divergence(tiny_toml: Path, tmp_path: Path, capsys) -> None:
+def test_cli_reports_divergence(
+    tiny_toml: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(_train_args(tiny_toml, tmp_path / "run", ["optim.name=adam", "optim.lr=1e30"], []))
     assert code == 1
     err = capsys.readouterr().err
     assert "ff: error:" in err and "layer 0" in err and "step" in err
 
 
-def test_backprop_divergence(tiny_config) -> None:
+def test_backprop_divergence(tiny_config: Callable[..., RunConfig]) -> None:
     trainer = Trainer(
         tiny_config("baseline.optim.lr=1e30", "baseline.optim.name=sgd"),
         backprop=True,
@@ -266,7 +282,7 @@ def test_backprop_divergence(tiny_config) -> None:
 # Run-folder files
 
 
-def test_run_folder_files(tiny_config, tmp_path: Path) -> None:
+def test_run_folder_files(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
     config = tiny_config()
     results = Trainer(config, out_dir=tmp_path, progress=False).fit()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
@@ -289,7 +305,7 @@ def test_run_folder_files(tiny_config, tmp_path: Path) -> None:
     assert saved["test_acc"] == records[-1]["test_acc"]
 
 
-def test_eval_every(tiny_config, tmp_path: Path) -> None:
+def test_eval_every(tiny_config: Callable[..., RunConfig], tmp_path: Path) -> None:
     Trainer(tiny_config("train.eval_every=2"), out_dir=tmp_path, progress=False).fit()
     has_acc = ["test_acc" in r for r in _metrics(tmp_path)]
     assert has_acc == [False, True, True]  # every 2nd epoch, and the last
@@ -310,7 +326,7 @@ LEARNS = (
 )
 
 
-def test_ff_goodness_readout_learns(tiny_config) -> None:
+def test_ff_goodness_readout_learns(tiny_config: Callable[..., RunConfig]) -> None:
     untrained = Trainer(tiny_config(*LEARNS, "readout.kind=goodness"), progress=False)
     assert untrained.dataset is not None
     before = accuracy(untrained.net, untrained.dataset.test)
@@ -319,18 +335,20 @@ def test_ff_goodness_readout_learns(tiny_config) -> None:
     assert results["test_acc"] > 0.7, results
 
 
-def test_ff_probe_readout_learns(tiny_config) -> None:
+def test_ff_probe_readout_learns(tiny_config: Callable[..., RunConfig]) -> None:
     results = Trainer(tiny_config(*LEARNS, "readout.kind=probe"), progress=False).fit()
     assert results["test_acc"] > 0.8, results
 
 
-def test_backprop_twin_learns(tiny_config) -> None:
+def test_backprop_twin_learns(tiny_config: Callable[..., RunConfig]) -> None:
     results = Trainer(tiny_config(), backprop=True, progress=False).fit()
     assert results["kind"] == "backprop"
     assert results["test_acc"] > 0.9, results
 
 
-def test_probe_trained_after_ff_learns_with_a_decaying_schedule(tiny_config) -> None:
+def test_probe_trained_after_ff_learns_with_a_decaying_schedule(
+    tiny_config: Callable[..., RunConfig],
+) -> None:
     """``probe_mode = "after"`` trains the probe once FF training is done, for probe_epochs
     epochs on its own learning-rate schedule. The FF epochs must not use that schedule up: with
     ``cooldown`` and probe_epochs = epochs the probe would start (and stay) at lr 0."""
@@ -343,11 +361,12 @@ def test_probe_trained_after_ff_learns_with_a_decaying_schedule(tiny_config) -> 
     )
     trainer = Trainer(config, progress=False)
     results = trainer.fit()
+    assert isinstance(trainer.net, FFNet)
     assert trainer.net.probe is not None and trainer.net.probe.weight.abs().sum() > 0
     assert results["test_acc"] > 0.5, results
 
 
-def test_greedy_with_a_probe_trains_the_probe(tiny_config) -> None:
+def test_greedy_with_a_probe_trains_the_probe(tiny_config: Callable[..., RunConfig]) -> None:
     """The greedy schedule with a jointly trained probe must train the probe (or refuse the
     combination with a ConfigError): a probe left at zero predicts class 0 for everything."""
     try:
@@ -356,6 +375,7 @@ def test_greedy_with_a_probe_trains_the_probe(tiny_config) -> None:
     except ConfigError:
         return
     results = trainer.fit()
+    assert isinstance(trainer.net, FFNet)
     assert trainer.net.probe is not None and trainer.net.probe.weight.abs().sum() > 0
     assert results["test_acc"] > 0.5, results
 
@@ -402,7 +422,7 @@ def _is_translation(moved: torch.Tensor, image: torch.Tensor, k: int) -> bool:
 
 @pytest.mark.parametrize("backprop", [False, True])
 def test_augment_shift_trains_on_translated_images(
-    tiny_config, monkeypatch: pytest.MonkeyPatch, backprop: bool
+    tiny_config: Callable[..., RunConfig], monkeypatch: pytest.MonkeyPatch, backprop: bool
 ) -> None:
     trainer = Trainer(
         tiny_config("train.epochs=1", "train.augment_shift=2"), backprop=backprop, progress=False
@@ -410,13 +430,16 @@ def test_augment_shift_trains_on_translated_images(
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     real = trainer.net.train_step
 
-    def spy(x, y, index, gen):
+    def spy(
+        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         seen.append((x.clone(), index.clone()))
         return real(x, y, index, gen)
 
     monkeypatch.setattr(trainer.net, "train_step", spy)
     trainer.fit()
     assert len(seen) == STEPS_PER_EPOCH
+    assert trainer.dataset is not None
     images = trainer.dataset.train.images
     for x, idx in seen[:3]:
         assert not torch.equal(x, images[idx])  # translated ...
@@ -427,7 +450,7 @@ def test_augment_shift_trains_on_translated_images(
 
 
 def test_a_probe_trained_after_sees_new_translations_every_epoch(
-    tiny_config, monkeypatch: pytest.MonkeyPatch
+    tiny_config: Callable[..., RunConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trainer = Trainer(
         tiny_config(
@@ -439,11 +462,12 @@ def test_a_probe_trained_after_sees_new_translations_every_epoch(
         ),
         progress=False,
     )
+    assert trainer.dataset is not None and isinstance(trainer.net, FFNet)
     images = trainer.dataset.train.images
     fed: list[torch.Tensor] = []
     real = trainer.net.probe_features
 
-    def spy(x):
+    def spy(x: torch.Tensor) -> torch.Tensor:
         if len(x) == len(images):
             fed.append(x.clone())
         return real(x)
@@ -457,7 +481,7 @@ def test_a_probe_trained_after_sees_new_translations_every_epoch(
 
 @pytest.mark.parametrize("flush", [True, False])
 def test_training_flushes_subnormal_floats_and_restores_the_mode(
-    tiny_config, monkeypatch: pytest.MonkeyPatch, flush: bool
+    tiny_config: Callable[..., RunConfig], monkeypatch: pytest.MonkeyPatch, flush: bool
 ) -> None:
     if not torch.set_flush_denormal(False):
         pytest.skip("this CPU has no flush-to-zero mode (torch.set_flush_denormal)")
@@ -468,7 +492,9 @@ def test_training_flushes_subnormal_floats_and_restores_the_mode(
     modes: list[bool] = []
     real = trainer.net.train_step
 
-    def spy(x, y, index, gen):
+    def spy(
+        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, gen: torch.Generator
+    ) -> dict[str, torch.Tensor]:
         modes.append(flushes_denormals())
         return real(x, y, index, gen)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -128,6 +130,7 @@ def test_shared_pairing_feeds_both_images_to_one_weight_matrix() -> None:
     assert pos.shape == neg.shape == (3, 32)
     flat = x.flatten(1)
     n = normalize(torch.cat([flat, flat], 1), "std")
+    assert first.bias is not None
     expected = first.act((n[:, :16] + n[:, 16:]) @ first.weight.T + first.bias)
     torch.testing.assert_close(first(pos), expected)
     with pytest.raises(ConfigError, match="fully connected"):
@@ -267,7 +270,11 @@ def test_joint_probe_reuses_the_positive_pass_without_changing_training(probe_no
             net.image_negatives = _NotPresented()  # type: ignore[assignment]
         calls: list[int] = []
 
-        def counted(x: torch.Tensor, calls=calls, features=net.probe_features) -> torch.Tensor:
+        def counted(
+            x: torch.Tensor,
+            calls: list[int] = calls,
+            features: Callable[[torch.Tensor], torch.Tensor] = net.probe_features,
+        ) -> torch.Tensor:
             calls.append(1)
             return features(x)
 
@@ -276,7 +283,8 @@ def test_joint_probe_reuses_the_positive_pass_without_changing_training(probe_no
         for step in range(3):
             g = torch.Generator().manual_seed(step)
             x = torch.rand(16, 1, 8, 8, generator=g)
-            metrics = net.train_step(x, torch.randint(0, 10, (16,), generator=g), None, gen)
+            y = torch.randint(0, 10, (16,), generator=g)
+            metrics = net.train_step(x, y, None, gen)  # type: ignore[arg-type]
         assert len(calls) == (3 if separate else 0)
         nets.append((net, metrics))
     (a, ma), (b, mb) = nets
