@@ -22,7 +22,11 @@ def _tool(name: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy", "--strict", "src"]],
+    [
+        ["ruff", "check", "."],
+        ["ruff", "format", "--check", "."],
+        ["mypy", "--strict", "src", "tests", "benchmarks"],
+    ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )
 def test_gate(args: list[str]) -> None:
