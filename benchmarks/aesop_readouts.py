@@ -50,10 +50,10 @@ def main() -> None:
             for contexts, targets in splits:
                 chunks = []
                 for chunk in contexts.split(2000):
-                    x = F.one_hot(chunk, len(ALPHABET)).float()[:, None]
                     if layers is None:
                         chunks.append(net.next_scores(chunk, "probe"))
                     else:
+                        x = F.one_hot(chunk, len(ALPHABET)).float()[:, None]
                         scores = net.label_scores(x, layers)
                         chunks.append(scores if net.config.model.maximize else -scores)
                 figures.append(_accuracy(torch.cat(chunks), targets))
