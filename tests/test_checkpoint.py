@@ -183,8 +183,9 @@ def test_truncated_checkpoint(
     _save(path, _net(tiny_config))
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
-    with pytest.raises(CheckpointError, match="checkpoint"):
+    with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
         read_checkpoint(path)
+    assert "miniz" not in str(info.value) and "PytorchStreamReader" not in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -235,9 +236,42 @@ def test_malicious_torch_checkpoint_is_refused_without_running_code(tmp_path: Pa
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
     torch.save({"format": FORMAT, "config": "{}", "fingerprint": "{}", "model": Evil(marker)}, path)
-    with pytest.raises(CheckpointError, match="refused or corrupt"):
+    with pytest.raises(CheckpointError, match="something other than tensors") as info:
         read_checkpoint(path)
     assert not marker.exists()
+    _assert_no_unsafe_advice(str(info.value))
+    assert "posix.mkdir" in str(info.value)  # names what the file tried to build
+
+
+def _assert_no_unsafe_advice(message: str) -> None:
+    """Our refusal is in our words and never suggests loading the file unsafely."""
+    assert "no code from this file was run" in message
+    for phrase in ("weights_only", "weights only", "trusted source", "pickle_module"):
+        assert phrase not in message.lower(), message
+
+
+def test_ff_eval_refuses_a_malicious_checkpoint_without_running_code(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ff eval RUN` on a run folder whose checkpoint holds a pickled object that would run
+    ``os.system`` when unpickled: non-zero exit, nothing run, no advice to load it unsafely."""
+    from forwardforward.cli import main
+    from forwardforward.train import CHECKPOINT
+
+    marker = tmp_path / "pwned"
+
+    class System:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return os.system, (f"touch {marker}",)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": FORMAT, "config": "{}", "model": System()}, run / CHECKPOINT)
+    assert main(["eval", str(run)]) != 0
+    assert not marker.exists()
+    err = capsys.readouterr().err
+    assert "refused" in err and "system" in err
+    _assert_no_unsafe_advice(err)
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
@@ -248,9 +282,10 @@ def test_malicious_raw_pickle_is_refused_without_running_code(
     marker = tmp_path / "pwned"
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(pickle.dumps({"format": FORMAT, "x": Evil(marker)}, protocol=protocol))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="refused") as info:
         read_checkpoint(path)
     assert not marker.exists()
+    _assert_no_unsafe_advice(str(info.value))
 
 
 def test_malicious_payload_in_a_run_folder_is_refused_by_load_run(tmp_path: Path) -> None:

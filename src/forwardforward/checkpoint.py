@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,9 @@ from torch import nn
 from forwardforward.errors import CheckpointError
 
 FORMAT = "forwardforward-checkpoint-1"
+
+# how torch's safe loader names the object it refused, e.g. "GLOBAL posix.system"
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def atomic_write_bytes(path: Path, write: Any) -> None:
@@ -72,12 +78,26 @@ def read_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for refused or damaged files
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else type(exc).__name__
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol notes: our message says it
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # the safe loader refused the file: it names a Python object, or is not a pickle we read
+        found = _GLOBAL.search(str(exc))
+        what = (
+            f"holds something other than tensors and plain values (it names {found.group(1)})"
+            if found
+            else "is not made of tensors and plain values only (or is damaged)"
+        )
         raise CheckpointError(
-            f"{path}: not a readable forwardforward checkpoint (refused or corrupt: {first})"
+            f"{path}: refused: the file {what}. Checkpoints are read by a loader that builds "
+            "nothing else, so no code from this file was run. A checkpoint written by "
+            "forwardforward never holds such objects: this file was made some other way."
+        ) from None
+    except Exception:  # torch raises many types (RuntimeError, EOFError, KeyError) for damage
+        raise CheckpointError(
+            f"{path}: truncated or corrupt checkpoint: it is not a complete file written by "
+            "`ff train` (was the copy cut short, or the run killed while the disk was full?)"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a forwardforward checkpoint (format {FORMAT} expected)")
