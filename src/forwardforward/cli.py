@@ -30,11 +30,14 @@ def _add_data_dir(p: argparse.ArgumentParser) -> None:
 
 def _cmd_data_list(args: argparse.Namespace) -> int:
     from forwardforward.data import CATALOG, resolve_data_dir
+    from forwardforward.data.fetch import present_form
 
     root = resolve_data_dir(args.data_dir)
     print(f"data directory: {root}")
     for name, spec in CATALOG.items():
-        present = sum((root / spec.folder / f.name).is_file() for f in spec.files.values())
+        folder = root / spec.folder
+        forms = [present_form(folder, f) for f in spec.files.values()]
+        present = sum((folder / f.name).is_file() for f in forms)
         print(
             f"  {name:<14} {spec.num_classes} classes, images {spec.image_shape}, "
             f"{present}/{len(spec.files)} files present in {root / spec.folder}"
@@ -114,7 +117,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         suffix = "-backprop" if backprop else ""
         out = Path(args.out or f"runs/{config.name}{suffix}-{time.strftime('%Y%m%d-%H%M%S')}")
     trainer = Trainer(
-        config, out_dir=out, data_dir=args.data_dir, backprop=backprop, progress=not args.quiet
+        config,
+        out_dir=out,
+        data_dir=args.data_dir,
+        backprop=backprop,
+        progress=not args.quiet,
+        download=False if args.no_download else None,
     )
     if args.resume:
         trainer.resume()
@@ -248,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("fetch", help="download missing files from the mirrors, verified")
     p.add_argument("names", nargs="+", help="datasets, e.g. mnist fashion_mnist")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per connection")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar"
+    )
     _add_data_dir(p)
     p.set_defaults(func=_cmd_data_fetch)
 
@@ -277,7 +287,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the FF layers of a trained run (train.init), e.g. FF+C on a trained FFNet",
     )
     p.add_argument("--backprop", action="store_true", help="train the backprop twin instead")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--no-progress",
+        "--quiet",
+        dest="quiet",
+        action="store_true",
+        help="no progress output (default: a bar on a terminal, one line per epoch in a log)",
+    )
+    p.add_argument(
+        "--no-download",
+        action="store_true",
+        help="never download missing data files (also: FORWARDFORWARD_OFFLINE=1)",
+    )
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
 

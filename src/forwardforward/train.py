@@ -42,6 +42,7 @@ from forwardforward.nets.feedforward import FFNet
 from forwardforward.nets.recurrent import RecurrentFFNet
 from forwardforward.nets.sequence import SequenceFFNet
 from forwardforward.perf import flush_denormal
+from forwardforward.progress import progress
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -62,12 +63,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_data(
-    config: RunConfig, data_dir: str | Path | None, device: torch.device
+    config: RunConfig,
+    data_dir: str | Path | None,
+    device: torch.device,
+    *,
+    download: bool | None = None,
+    progress: bool = True,
 ) -> VisionDataset:
-    """The run's dataset, on ``device``."""
+    """The run's dataset, on ``device``. Missing catalog files are downloaded first unless
+    ``download`` is False (``None``: unless ``$FORWARDFORWARD_OFFLINE`` is set)."""
     d = config.data
     if d.dataset in SEQUENCES:
-        return sequence_dataset(config, data_dir, device)
+        return sequence_dataset(config, data_dir, device, download=download, progress=progress)
     if d.dataset == "aesop":
         return aesop_dataset(data_dir, device=device)
     if d.dataset == "synthetic":
@@ -84,17 +91,30 @@ def load_data(
         val_fraction=d.val_fraction,
         fraction=d.fraction,
         seed=config.train.seed,
+        download=download,
+        progress=progress,
     )
 
 
 def sequence_dataset(
-    config: RunConfig, data_dir: str | Path | None, device: torch.device
+    config: RunConfig,
+    data_dir: str | Path | None,
+    device: torch.device,
+    *,
+    download: bool | None = None,
+    progress: bool = True,
 ) -> VisionDataset:
     """Moving MNIST or sequential MNIST, made from MNIST. Moving MNIST keeps ``data.fraction``
     of the test digits too (a full test set of 64x64x20 videos would take 0.8 GB)."""
     d, seed = config.data, config.train.seed
     mnist = load_dataset(
-        "mnist", data_dir=data_dir, val_fraction=d.val_fraction, fraction=d.fraction, seed=seed
+        "mnist",
+        data_dir=data_dir,
+        val_fraction=d.val_fraction,
+        fraction=d.fraction,
+        seed=seed,
+        download=download,
+        progress=progress,
     )
     if d.dataset == "moving_mnist":
         mnist.test = mnist.test.subset(torch.arange(max(round(len(mnist.test) * d.fraction), 1)))
@@ -115,6 +135,7 @@ def sequence_dataset(
         train=make(mnist.train),
         val=None if mnist.val is None else make(mnist.val),
         test=make(mnist.test),
+        files=mnist.files,
     ).to(device)
 
 
@@ -168,8 +189,9 @@ class Trainer:
         out_dir: run folder (``None``: nothing is written, no checkpoint).
         data_dir: the data directory (else ``$FORWARDFORWARD_DATA``, else the user cache).
         backprop: train the backprop twin instead of the FF net.
-        progress: show progress bars.
+        progress: show progress (a bar on a terminal, one line per epoch elsewhere).
         dataset: an already loaded dataset (skips loading; used by tests and the API).
+        download: fetch missing catalog files (``None``: unless ``$FORWARDFORWARD_OFFLINE``).
     """
 
     config: RunConfig
@@ -178,6 +200,7 @@ class Trainer:
     backprop: bool = False
     progress: bool = True
     dataset: VisionDataset | None = None
+    download: bool | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -189,7 +212,15 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.start = time.perf_counter()
         if self.dataset is None:
-            self.dataset = load_data(self.config, self.data_dir, self.device)
+            self.dataset = load_data(
+                self.config,
+                self.data_dir,
+                self.device,
+                download=self.download,
+                progress=self.progress,
+            )
+            if self.progress and self.dataset.files:
+                print(self.dataset.describe_files(), file=sys.stderr)
         else:
             self.dataset = self.dataset.to(self.device)
         self.data_seconds = time.perf_counter() - self.start
@@ -299,8 +330,6 @@ class Trainer:
             return self._fit()
 
     def _fit(self) -> dict[str, Any]:
-        from tqdm import tqdm
-
         ds = self.dataset
         assert ds is not None and isinstance(self.net, nn.Module)
         self._write_config()
@@ -316,12 +345,11 @@ class Trainer:
                 self.net.begin_epoch(x, y, self.gen)
                 sums: dict[str, Tensor] = {}
                 perm = torch.randperm(len(y), generator=self.gen, device=self.device)
-                bar = tqdm(
+                bar = progress(
                     perm.split(t.batch_size),
                     desc=self._desc(phase, epoch),
-                    disable=not self.progress,
-                    leave=False,
-                    file=sys.stderr,
+                    enabled=self.progress,
+                    unit="batch",
                 )
                 for i, idx in enumerate(bar):
                     xb = x[idx]
@@ -402,12 +430,10 @@ class Trainer:
         if self.out_dir is not None:
             with open(self.out_dir / METRICS, "a") as f:
                 f.write(json.dumps(record) + "\n")
-        if self.progress:
-            shown = {k: v for k, v in record.items() if k.endswith("acc") or k == "epoch_seconds"}
+        if self.progress:  # one line per epoch, on a terminal and in a log alike
+            shown = [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("acc")]
             head = self._desc(record["phase"], record["epoch"] - 1)
-            print(
-                f"{head}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), file=sys.stderr
-            )
+            print(f"{head}: {', '.join(shown)} ({record['epoch_seconds']:.1f} s)", file=sys.stderr)
 
 
 def saved_config(saved: dict[str, Any], path: Path) -> tuple[RunConfig, tuple[int, ...], int]:
