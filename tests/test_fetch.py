@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import socket
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import Route, Server
 
 from forwardforward.data import (
     CATALOG,
@@ -37,65 +34,6 @@ def _spec(data: bytes = PAYLOAD, *, name: str = "blob.bin", md5_only: bool = Fal
         mirrors=(),
         md5=hashlib.md5(data).hexdigest(),
     )
-
-
-@dataclass
-class Route:
-    """What the server answers for one path."""
-
-    mode: str  # "ok", "404", "short" (announce everything, send half, close), "slow"
-    body: bytes = b""
-
-
-@dataclass
-class Server:
-    base: str
-    routes: dict[str, Route] = field(default_factory=dict)
-    hits: list[str] = field(default_factory=list)
-
-    def url(self, prefix: str) -> str:
-        return f"{self.base}/{prefix}/"
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    state = Server(base="")
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            state.hits.append(self.path)
-            route = state.routes.get(self.path)
-            if route is None or route.mode == "404":
-                self.send_error(404, "Not Found")
-                return
-            if route.mode == "slow":
-                time.sleep(2.0)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(route.body)))
-            self.end_headers()
-            if route.mode == "short":
-                self.wfile.write(route.body[: len(route.body) // 2])
-                self.wfile.flush()
-                self.close_connection = True
-                return
-            self.wfile.write(route.body)
-
-        def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    state.base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
 
 
 def _assert_clean(folder: Path, spec: FileSpec, *, verified: bool) -> None:

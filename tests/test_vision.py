@@ -402,3 +402,84 @@ def test_real_fashion_mnist_with_verify() -> None:
     counts = torch.cat([ds.train.labels, ds.val.labels]).bincount(minlength=10).tolist()
     assert counts == [6000] * 10
     assert ds.classes[9] == "Ankle boot"
+
+
+# ------------------------------------------------------------------------------------------
+# Uncompressed IDX files (torchvision's raw/ layout)
+
+
+def _decompress_all(folder: Path, keep: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    """Replace each ``.gz`` in ``folder`` by its uncompressed form, except those in ``keep``."""
+    for gz in folder.glob("*.gz"):
+        if gz.name not in keep:
+            gz.with_suffix("").write_bytes(gzip.decompress(gz.read_bytes()))
+            gz.unlink()
+
+
+def test_uncompressed_idx_files_load_and_say_so(tmp_path: Path) -> None:
+    _write_mnist(tmp_path)
+    packed = load_dataset("mnist", data_dir=tmp_path, check_sizes=False, download=False)
+    # the same data once the four files are uncompressed
+    folder = tmp_path / "mnist"
+    _decompress_all(folder)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f.name.removesuffix(".gz") for f in CATALOG["mnist"].files.values()
+    )
+    raw = load_dataset("mnist", data_dir=tmp_path, check_sizes=False, download=False)
+    assert torch.equal(raw.train.images, packed.train.images)
+    assert torch.equal(raw.test.labels, packed.test.labels)
+    assert {p.name for p in raw.files} == {p.name for p in folder.iterdir()}
+    assert "4 uncompressed file(s)" in raw.describe_files()
+    assert "4 compressed file(s)" in packed.describe_files()
+
+
+def test_a_mix_of_compressed_and_uncompressed_files_loads(tmp_path: Path) -> None:
+    folder = _write_mnist(tmp_path)
+    _decompress_all(folder, keep={"train-labels-idx1-ubyte.gz"})
+    ds = load_dataset("mnist", data_dir=tmp_path, check_sizes=False, download=False)
+    assert _image_ids(ds.train) == list(range(N_TRAIN))
+    assert "3 uncompressed" in ds.describe_files()
+
+
+def test_uncompressed_files_are_size_checked_against_their_own_size(tmp_path: Path) -> None:
+    _decompress_all(_write_mnist(tmp_path))
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte has size \d+ != 47040016"):
+        load_dataset("mnist", data_dir=tmp_path, download=False)
+
+
+def test_a_missing_file_names_both_forms(tmp_path: Path) -> None:
+    folder = _write_mnist(tmp_path)
+    (folder / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(
+        DataError, match=r"t10k-images-idx3-ubyte\.gz \(or t10k-images-idx3-ubyte\)"
+    ):
+        load_dataset("mnist", data_dir=tmp_path, check_sizes=False, download=False)
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_the_catalog_knows_the_real_uncompressed_files(name: str) -> None:
+    for spec in CATALOG[name].files.values():
+        raw = spec.unpacked
+        assert raw is not None and raw.name == spec.name.removesuffix(".gz") and raw.mirrors == ()
+        n = 60000 if "train" in spec.name else 10000
+        assert raw.size == (16 + n * 28 * 28 if "images" in spec.name else 8 + n)
+        assert raw.sha256 is not None and len(raw.sha256) == 64
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_real_uncompressed_files_verify_and_load(tmp_path: Path, name: str) -> None:
+    """The catalog's sizes and sha256 of the uncompressed files are those of the real data."""
+    from forwardforward.data import verify_dataset
+
+    real = _real_root(name) / CATALOG[name].folder
+    folder = tmp_path / CATALOG[name].folder
+    folder.mkdir()
+    for spec in CATALOG[name].files.values():
+        assert spec.unpacked is not None
+        (folder / spec.unpacked.name).write_bytes(gzip.decompress((real / spec.name).read_bytes()))
+    reports = verify_dataset(name, tmp_path)
+    assert [r.status for r in reports] == ["verified"] * 4, reports
+    assert all(not r.file.endswith(".gz") for r in reports)
+    ds = load_dataset(name, data_dir=tmp_path, download=False)
+    assert ds.train.images.shape == (60000, 1, 28, 28) and len(ds.test) == 10000

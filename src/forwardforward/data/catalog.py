@@ -4,7 +4,10 @@ Provenance of the checksums:
 
 - MNIST and Fashion-MNIST: sizes and sha256 computed from byte-exact copies of the original
   files (their md5s equal the published ones). The Fashion-MNIST sha256 values also equal
-  tensorflow/datasets ``tensorflow_datasets/url_checksums/fashion_mnist.txt``.
+  tensorflow/datasets ``tensorflow_datasets/url_checksums/fashion_mnist.txt``. Their uncompressed
+  forms (accepted in place of the ``.gz`` files, never downloaded): sizes, sha256 and md5 of the
+  decompressed originals, computed from those byte-exact copies.
+  KMNIST has no uncompressed form here: no digest of its decompressed files was at hand.
 - KMNIST: sizes and sha256 from tensorflow/datasets ``tensorflow_datasets/url_checksums/kmnist.txt``
   (the same sha256 values appear in torchvision-ruby's ``kmnist.rb``); md5 from torchvision's
   ``KMNIST.resources``.
@@ -39,6 +42,9 @@ class FileSpec:
             used to verify the file).
         mirrors: base URLs, tried in order; the download URL is ``mirror + name``.
         md5: lowercase hex md5 digest, if known.
+        unpacked: the same data uncompressed, as many users keep it (torchvision's ``raw/``
+            folders hold the IDX files without ``.gz``), with its own name, size and digest. It
+            is accepted in place of this file but never downloaded.
     """
 
     name: str
@@ -46,6 +52,7 @@ class FileSpec:
     sha256: str | None
     mirrors: tuple[str, ...]
     md5: str | None = None
+    unpacked: FileSpec | None = None
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -134,9 +141,21 @@ _IDX_FILES = {
 
 
 def _idx_files(
-    mirrors: tuple[str, ...], entries: dict[str, tuple[int, str, str]]
+    mirrors: tuple[str, ...],
+    entries: dict[str, tuple[int, str, str]],
+    unpacked: dict[str, tuple[int, str, str]] | None = None,
 ) -> dict[str, FileSpec]:
-    """Build the 4 IDX file specs from ``role -> (size, sha256, md5)``."""
+    """Build the 4 IDX file specs from ``role -> (size, sha256, md5)`` of the ``.gz`` files and,
+    where known, of the uncompressed files (the same name without ``.gz``)."""
+
+    def raw(role: str, fname: str) -> FileSpec | None:
+        if unpacked is None:
+            return None
+        size, sha256, md5 = unpacked[role]
+        return FileSpec(
+            name=fname.removesuffix(".gz"), size=size, sha256=sha256, mirrors=(), md5=md5
+        )
+
     return {
         role: FileSpec(
             name=fname,
@@ -144,6 +163,7 @@ def _idx_files(
             sha256=entries[role][1],
             mirrors=mirrors,
             md5=entries[role][2],
+            unpacked=raw(role, fname),
         )
         for role, fname in _IDX_FILES.items()
     }
@@ -179,6 +199,29 @@ _MNIST = DatasetSpec(
                 4542,
                 "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
                 "ec29112dd5afa0611ce80d1b7f02629c",
+            ),
+        },
+        # the uncompressed files: sizes and sha256 of the decompressed originals
+        {
+            "train_images": (
+                47040016,
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "6bbc9ace898e44ae57da46a324031adb",
+            ),
+            "train_labels": (
+                60008,
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "a25bea736e30d166cdddb491f175f624",
+            ),
+            "test_images": (
+                7840016,
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "2646ac647ad5339dbf082846283269ea",
+            ),
+            "test_labels": (
+                10008,
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+                "27ae3e4e09519cfbb04c329615203637",
             ),
         },
     ),
@@ -226,6 +269,29 @@ _FASHION_MNIST = DatasetSpec(
                 5148,
                 "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
                 "bb300cfdad3c16e7a12a480ee83cd310",
+            ),
+        },
+        # the uncompressed files: sizes and sha256 of the decompressed originals
+        {
+            "train_images": (
+                47040016,
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+            ),
+            "train_labels": (
+                60008,
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "9018921c3c673c538a1fc5bad174d6f9",
+            ),
+            "test_images": (
+                7840016,
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "8181f5470baa50b63fa0f6fddb340f0a",
+            ),
+            "test_labels": (
+                10008,
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+                "15d484375f8d13e6eb1aabb0c3f46965",
             ),
         },
     ),

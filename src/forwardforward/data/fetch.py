@@ -13,22 +13,25 @@ corrupt) file is only replaced by a verified one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import http.client
 import os
 import socket
+import sys
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from tqdm.auto import tqdm
-
 from forwardforward.data.catalog import DatasetSpec, FileSpec, dataset_spec
 from forwardforward.errors import FetchError
+from forwardforward.progress import progress as progress_bar
+from forwardforward.progress import progress_style
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -36,6 +39,7 @@ __all__ = [
     "fetch_dataset",
     "fetch_file",
     "hash_file",
+    "present_form",
     "resolve_data_dir",
     "verify_dataset",
     "verify_file",
@@ -142,8 +146,18 @@ def verify_file(path: str | os.PathLike[str], spec: FileSpec, *, dataset: str = 
     return report("verified", f"size and {spec.algorithm} match")
 
 
+def present_form(folder: Path, spec: FileSpec) -> FileSpec:
+    """The form of ``spec`` found in ``folder``: the file as distributed when it is there (even
+    if damaged), else its uncompressed form when that is there, else ``spec`` (missing)."""
+    raw = spec.unpacked
+    if raw is not None and not (folder / spec.name).exists() and (folder / raw.name).exists():
+        return raw
+    return spec
+
+
 def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[FileReport]:
-    """Verify every file of a catalog dataset in ``<data_dir>/<folder>``.
+    """Verify every file of a catalog dataset in ``<data_dir>/<folder>``: each file as
+    distributed, or its uncompressed form where only that is present.
 
     Args:
         name: dataset name, e.g. ``"mnist"``.
@@ -157,7 +171,8 @@ def verify_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) ->
     """
     spec = dataset_spec(name)
     folder = resolve_data_dir(data_dir) / spec.folder
-    return [verify_file(folder / f.name, f, dataset=spec.name) for f in spec.files.values()]
+    forms = [present_form(folder, f) for f in spec.files.values()]
+    return [verify_file(folder / f.name, f, dataset=spec.name) for f in forms]
 
 
 def _describe_error(exc: BaseException, timeout: float) -> str:
@@ -182,6 +197,17 @@ def _describe_error(exc: BaseException, timeout: float) -> str:
     return str(exc) or type(exc).__name__
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether a download failed because its host could not be reached at all."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return False  # the host answered
+    if isinstance(exc, urllib.error.URLError):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, OSError) and exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return True
+    return isinstance(exc, (TimeoutError, socket.timeout, ConnectionRefusedError, socket.gaierror))
+
+
 class _DownloadFailed(Exception):
     """Internal: one mirror failed for a reason that is already a short message."""
 
@@ -201,14 +227,12 @@ def _download(url: str, spec: FileSpec, dest: Path, *, timeout: float, progress:
                     )
                 digest = hashlib.new(spec.algorithm)
                 received = 0
-                with tqdm(
+                with progress_bar(
                     total=spec.size,
                     unit="B",
                     unit_scale=True,
-                    unit_divisor=1024,
-                    desc=spec.name,
-                    disable=not progress,
-                    leave=False,
+                    desc=f"downloading {spec.name}",
+                    enabled=progress,
                 ) as bar:
                     while True:
                         try:
@@ -249,19 +273,30 @@ def _fetch_one(
     timeout: float,
     progress: bool,
     dataset: str,
+    unreachable: set[str] | None = None,
 ) -> tuple[Path, list[str]]:
     """Make ``dest_dir/spec.name`` a verified file; return it and the failures, one per mirror.
 
-    The returned list is empty on success.
+    The returned list is empty on success. Hosts that could not be reached (no answer, refused,
+    unknown name, timed out) are added to ``unreachable`` and skipped from then on, so that an
+    offline machine fails in one round of connection attempts rather than one per file.
     """
+    down = set() if unreachable is None else unreachable
     dest = dest_dir / spec.name
     if verify_file(dest, spec, dataset=dataset).ok:
         return dest, []
+    raw = spec.unpacked
+    if raw is not None and not dest.exists() and verify_file(dest_dir / raw.name, raw).ok:
+        return dest_dir / raw.name, []
     urls = spec.urls(None if mirrors is None else tuple(mirrors))
     if not urls:
         return dest, ["no mirrors known"]
     failures: list[str] = []
     for url in urls:
+        host = urllib.parse.urlsplit(url).netloc
+        if host in down:
+            failures.append(f"{url}: skipped ({host} could not be reached for an earlier file)")
+            continue
         try:
             _download(url, spec, dest, timeout=timeout, progress=progress)
         except _DownloadFailed as exc:
@@ -272,7 +307,12 @@ def _fetch_one(
             failures.append(f"{url}: {_describe_error(exc, timeout)}")
             if isinstance(exc, urllib.error.HTTPError):
                 exc.close()
+            elif _unreachable(exc):
+                down.add(host)
         else:
+            if progress_style(progress) == "lines":
+                done = f"downloaded {dest} ({spec.size} bytes, {spec.algorithm} verified)"
+                print(done, file=sys.stderr)
             return dest, []
     return dest, failures
 
@@ -373,9 +413,16 @@ def fetch_dataset(
     _make_folder(folder)
     paths: list[Path] = []
     failed: list[tuple[FileSpec, list[str]]] = []
+    unreachable: set[str] = set()
     for file_spec in spec.files.values():
         dest, failures = _fetch_one(
-            file_spec, folder, mirrors=None, timeout=timeout, progress=progress, dataset=spec.name
+            file_spec,
+            folder,
+            mirrors=None,
+            timeout=timeout,
+            progress=progress,
+            dataset=spec.name,
+            unreachable=unreachable,
         )
         paths.append(dest)
         if failures:

@@ -24,11 +24,19 @@ import numpy.typing as npt
 import torch
 
 from forwardforward.data.catalog import DatasetSpec, dataset_spec
-from forwardforward.data.fetch import fetch_dataset, resolve_data_dir, verify_dataset
+from forwardforward.data.fetch import (
+    fetch_dataset,
+    present_form,
+    resolve_data_dir,
+    verify_dataset,
+)
 from forwardforward.data.idx import read_idx
-from forwardforward.errors import ConfigError, DataError
+from forwardforward.errors import ConfigError, DataError, FetchError
 
-__all__ = ["Split", "VisionDataset", "load_dataset"]
+__all__ = ["OFFLINE_ENV", "Split", "VisionDataset", "load_dataset", "offline"]
+
+#: Set to ``1`` to turn automatic downloads off (``load_dataset`` and ``ff train``).
+OFFLINE_ENV = "FORWARDFORWARD_OFFLINE"
 
 
 @dataclass
@@ -98,6 +106,8 @@ class VisionDataset:
         train: the training split (after ``fraction`` and ``val_fraction`` were applied).
         val: the validation split carved out of the training set, or ``None``.
         test: the full test split.
+        files: the files it was read from (empty for generated data), e.g. the uncompressed
+            ``train-images-idx3-ubyte`` where that is what the folder held.
     """
 
     name: str
@@ -106,6 +116,22 @@ class VisionDataset:
     train: Split
     val: Split | None
     test: Split
+    files: tuple[Path, ...] = ()
+
+    def describe_files(self) -> str:
+        """Where the data came from, in one line (``""`` for generated data)."""
+        if not self.files:
+            return ""
+        folders = sorted({str(p.parent) for p in self.files})
+        raw = sum(1 for p in self.files if p.suffix not in (".gz", ".tgz"))
+        form = (
+            "compressed"
+            if raw == 0
+            else "uncompressed"
+            if raw == len(self.files)
+            else f"{raw} uncompressed"
+        )
+        return f"{self.name}: read {len(self.files)} {form} file(s) from {', '.join(folders)}"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -121,6 +147,7 @@ class VisionDataset:
             train=self.train.to(device),
             val=None if self.val is None else self.val.to(device),
             test=self.test.to(device),
+            files=self.files,
         )
 
 
@@ -136,7 +163,7 @@ def load_dataset(
     val_fraction: float = 0.0,
     fraction: float = 1.0,
     seed: int = 0,
-    download: bool = False,
+    download: bool | None = None,
     verify: bool = False,
     check_sizes: bool = True,
     progress: bool = True,
@@ -152,8 +179,11 @@ def load_dataset(
             validation set; ``0`` gives ``val=None``.
         fraction: fraction in ``(0, 1]`` of the training set to keep, chosen at random.
         seed: seeds the random choices; the same seed gives the same splits.
-        download: fetch missing or wrong-sized files first (see
-            :func:`~forwardforward.data.fetch.fetch_dataset`).
+        download: fetch missing or wrong-sized files first, verified and atomically (see
+            :func:`~forwardforward.data.fetch.fetch_dataset`). ``None`` (the default) means yes
+            unless ``$FORWARDFORWARD_OFFLINE`` is set to ``1``; ``False`` never downloads.
+            Either form of an IDX file counts as present: the ``.gz`` as distributed or the
+            uncompressed file (without ``.gz``, as in torchvision's ``raw/`` folders).
         verify: check every file's sha256 before reading (slower; otherwise only sizes are
             checked).
         check_sizes: compare file sizes with the catalog before reading. Set it to ``False`` to
@@ -167,7 +197,8 @@ def load_dataset(
     Raises:
         ConfigError: unknown dataset, bad fraction or bad device.
         DataError: files missing (the message says how to fetch them), corrupt or inconsistent.
-        FetchError: ``download=True`` and a download failed.
+        DataError: also when files are missing and downloading them failed; the message
+            names the files, the folder to put them in by hand and each mirror's reason.
     """
     spec = dataset_spec(name)
     _check_fraction("fraction", fraction, low_open=True)
@@ -185,12 +216,21 @@ def load_dataset(
 
     root = resolve_data_dir(data_dir)
     folder = root / spec.folder
+    if download is None:
+        download = not offline()
     missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
     if (missing or damaged) and download:
-        fetch_dataset(spec.name, root, progress=progress)
+        try:
+            fetch_dataset(spec.name, root, progress=progress)
+        except FetchError as exc:
+            missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
+            raise DataError(
+                _problem_message(spec, root, folder, missing, damaged, fetch_failure=str(exc))
+            ) from None
         missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
     if missing or damaged:
         raise DataError(_problem_message(spec, root, folder, missing, damaged))
+    paths = {role: folder / present_form(folder, f).name for role, f in spec.files.items()}
     if verify:
         bad = [r for r in verify_dataset(spec.name, root) if not r.ok]
         if bad:
@@ -201,11 +241,11 @@ def load_dataset(
             )
 
     if spec.format == "idx":
-        train = _load_idx_split(spec, folder, "train")
-        test = _load_idx_split(spec, folder, "test")
+        train = _load_idx_split(spec, paths, "train")
+        test = _load_idx_split(spec, paths, "test")
         classes = spec.classes
     else:
-        train, test, classes = _load_cifar10(spec, folder / spec.files["archive"].name)
+        train, test, classes = _load_cifar10(spec, paths["archive"])
 
     if len(train) == 0:
         raise DataError(f"{spec.title} in {folder}: the training set is empty")
@@ -218,6 +258,7 @@ def load_dataset(
             train=train_part.to(target),
             val=None if val_part is None else val_part.to(target),
             test=test.to(target),
+            files=tuple(paths.values()),
         )
     except (RuntimeError, AssertionError) as exc:
         raise ConfigError(f"cannot move {spec.title} to device {str(target)!r}: {exc}") from exc
@@ -235,15 +276,18 @@ def _check_fraction(what: str, value: float, *, low_open: bool) -> None:
 def _file_problems(
     spec: DatasetSpec, folder: Path, *, check_sizes: bool
 ) -> tuple[list[str], list[str]]:
-    """The missing files' names, and one line per damaged (e.g. wrong-sized) file."""
+    """The missing files' names, and one line per damaged (e.g. wrong-sized) file. A file is
+    present in either of its forms (see :func:`~forwardforward.data.fetch.present_form`)."""
     missing: list[str] = []
     damaged: list[str] = []
-    for file_spec in spec.files.values():
+    for distributed in spec.files.values():
+        file_spec = present_form(folder, distributed)
         path = folder / file_spec.name
         try:
             size = path.stat().st_size
         except OSError:
-            missing.append(file_spec.name)
+            raw = distributed.unpacked
+            missing.append(file_spec.name + ("" if raw is None else f" (or {raw.name})"))
             continue
         if not path.is_file():
             damaged.append(f"{file_spec.name} is not a regular file")
@@ -255,8 +299,24 @@ def _file_problems(
     return missing, damaged
 
 
+def offline() -> bool:
+    """Whether ``$FORWARDFORWARD_OFFLINE`` turns automatic downloads off (``1``, ``true``,
+    ``yes``; ``0``, ``false``, ``no`` or unset leave them on)."""
+    value = os.environ.get(OFFLINE_ENV, "").strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ConfigError(f"{OFFLINE_ENV}={value!r}: expected 1/true/yes or 0/false/no")
+
+
 def _problem_message(
-    spec: DatasetSpec, root: Path, folder: Path, missing: list[str], damaged: list[str]
+    spec: DatasetSpec,
+    root: Path,
+    folder: Path,
+    missing: list[str],
+    damaged: list[str],
+    fetch_failure: str = "",
 ) -> str:
     fetch = (
         f"`ff data fetch {spec.name} --data-dir {root}` (or call load_dataset(..., download=True))"
@@ -265,8 +325,15 @@ def _problem_message(
     if missing:
         parts.append(
             f"{spec.title}: {len(missing)} of {len(spec.files)} files missing in {folder}: "
-            f"{', '.join(missing)}. Download them with {fetch}."
+            f"{', '.join(missing)}."
         )
+        if fetch_failure:
+            parts.append(f"Downloading them failed: {fetch_failure}")
+        else:
+            parts.append(
+                f"Download them with {fetch}, or put them there by hand (automatic downloads "
+                f"were off: download=False, --no-download or {OFFLINE_ENV}=1)."
+            )
     if damaged:
         parts.append(
             f"{spec.title}: damaged files in {folder}: {'; '.join(damaged)}. Delete them and run "
@@ -276,13 +343,12 @@ def _problem_message(
     return " ".join(parts)
 
 
-def _load_idx_split(spec: DatasetSpec, folder: Path, which: str) -> Split:
-    img_spec = spec.files[f"{which}_images"]
-    lab_spec = spec.files[f"{which}_labels"]
-    img_name = f"{spec.folder}/{img_spec.name}"
-    lab_name = f"{spec.folder}/{lab_spec.name}"
-    images = read_idx(folder / img_spec.name, name=img_name)
-    labels = read_idx(folder / lab_spec.name, name=lab_name)
+def _load_idx_split(spec: DatasetSpec, paths: dict[str, Path], which: str) -> Split:
+    img_path, lab_path = paths[f"{which}_images"], paths[f"{which}_labels"]
+    img_name = f"{spec.folder}/{img_path.name}"
+    lab_name = f"{spec.folder}/{lab_path.name}"
+    images = read_idx(img_path, name=img_name)
+    labels = read_idx(lab_path, name=lab_name)
     _, h, w = spec.image_shape
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (h, w):
         raise DataError(
