@@ -9,10 +9,17 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from _tolerance import (
+    assert_close_reduced,
+    ff_layer_terms,
+    linear_scale,
+    reduction_tol,
+    shared_first_terms,
+)
 
 from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError, TrainingDiverged
-from forwardforward.layers import FFLinear, normalize
+from forwardforward.layers import EPS, FFLinear, normalize
 from forwardforward.nets.feedforward import FFNet
 
 IN_SHAPE = (1, 6, 6)  # D = 36; top_row labels use the 6-pixel top row
@@ -30,8 +37,49 @@ def _net(tiny_config: Callable[..., RunConfig], *overrides: str, seed: int = 0) 
     config = tiny_config("model.layers=[16, 8, 6]", *overrides)
     torch.manual_seed(seed)
     net = FFNet(config, IN_SHAPE, C)
-    net.configure(config.train, steps_per_epoch=10)
+    net.configure(steps_per_epoch=10)
     return net
+
+
+def _forward_terms(net: FFNet) -> list[int]:
+    """The chain of sums (see ``_tolerance``) up to each layer's output, the first layer's in
+    its shared form where the net shares it (the longer of the two forms)."""
+    out, total = [], 0
+    for i, layer in enumerate(net.layers):
+        assert isinstance(layer, FFLinear)
+        shared = i == 0 and net._sharing_first() is not None
+        total += shared_first_terms(layer, C) if shared else ff_layer_terms(layer)
+        out.append(total)
+    return out
+
+
+def _goodness_terms(net: FFNet, width: int) -> int:
+    """A goodness of ``H`` units: the squared norm sums ``H`` squares and squares its root
+    again; the mean of squares divides once more."""
+    return width + 2 + (net.config.model.goodness == "mean_squares")
+
+
+def _score_terms(net: FFNet, layers: list[int]) -> int:
+    """The chain of sums behind a label score: a readout layer's goodness at the end of the
+    forwards, then the sum over the readout layers."""
+    fwd = _forward_terms(net)
+    return max(fwd[i] + _goodness_terms(net, net.widths[i]) for i in layers) + len(layers)
+
+
+def _step_terms(net: FFNet, b: int, copies: int) -> int:
+    """The chain of sums of one training step on ``B = b`` images with ``copies - 1`` negatives
+    each (``R = copies B`` rows): layer k's weight gradient (its forward, its goodness, the
+    loss's mean over the R rows and the gradient's sum over them, with the shared form's C
+    label codes at layer 0) or the probe's (the forwards, a readout norm, the logits over the F
+    features, the log-softmax over the C labels, the mean over the B images and the gradient's
+    sum over them), whichever is longer."""
+    rows, fwd, widths = b * copies, _forward_terms(net), net.widths
+    layer = max(
+        fwd[k] + _goodness_terms(net, h) + 2 * rows + (C if k == 0 else 0)
+        for k, h in enumerate(widths)
+    )
+    probe = fwd[-1] + max(widths) + 2 + sum(widths) + C + 2 * b
+    return max(layer, probe)
 
 
 def _train_briefly(net: FFNet, steps: int = 5) -> None:
@@ -67,10 +115,13 @@ def test_label_scores_equal_the_naive_loop(
     fast = net.label_scores(x)
     naive = net.label_scores_naive(x)
     assert fast.shape == (9, C)
-    torch.testing.assert_close(fast, naive, rtol=1e-4, atol=1e-5)
+    # the shared first product and one (B C)-row batch against one label at a time
+    assert_close_reduced(fast, naive, _score_terms(net, [0, 1, 2]))
     for layers in ([0], [1, 2], [2]):
-        torch.testing.assert_close(
-            net.label_scores(x, layers), net.label_scores_naive(x, layers), rtol=1e-4, atol=1e-5
+        assert_close_reduced(
+            net.label_scores(x, layers),
+            net.label_scores_naive(x, layers),
+            _score_terms(net, layers),
         )
 
 
@@ -80,7 +131,8 @@ def test_label_scores_equal_the_naive_loop_other_activations(
 ) -> None:
     net = _net(tiny_config, f"model.activation={activation}", "model.bias=false")
     x, _ = _data(n=5, seed=4)
-    torch.testing.assert_close(net.label_scores(x), net.label_scores_naive(x), rtol=1e-4, atol=1e-5)
+    n = _score_terms(net, [0, 1, 2])
+    assert_close_reduced(net.label_scores(x), net.label_scores_naive(x), n)
 
 
 def test_label_scores_are_the_goodness_of_each_labelled_input(
@@ -92,13 +144,14 @@ def test_label_scores_are_the_goodness_of_each_labelled_input(
     x, _ = _data(n=3, seed=5)
     xf = net.flat(x)
     scores = net.label_scores(x)
+    n = _score_terms(net, [0, 1, 2])  # the shared first product, another mean of squares
     for c in range(C):
         a = net.encoder.embed_labels(xf, torch.full((3,), c))
         total = torch.zeros(3)
         for layer in net.layers:
             a = layer(a)
             total += a.square().mean(1)
-        torch.testing.assert_close(scores[:, c], total, rtol=1e-4, atol=1e-6)
+        assert_close_reduced(scores[:, c], total, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +182,10 @@ def test_forward_shared_equals_forward_on_the_embedded_inputs(
     embedded = enc.embed(xf[rows], q)
     codes = q * enc.value(xf)[rows, None]
     shared = first.forward_shared(enc.base(xf), rows, codes, enc.patterns)
-    torch.testing.assert_close(shared, first(embedded), rtol=1e-5, atol=1e-5)
+    # one layer's two forms: the bound of the longer, on the terms of the plain product
+    scale = linear_scale(normalize(embedded, norm), first.weight, first.bias)
+    n = shared_first_terms(first, C)
+    assert_close_reduced(shared, first(embedded), n, scale=scale)
 
 
 @pytest.mark.parametrize("negatives", ["random_wrong", "all_wrong", "hard", "inverse"])
@@ -142,17 +198,34 @@ def test_a_step_with_the_shared_first_product_equals_the_stacked_step(
     opts = [f"negatives.kind={negatives}", f"model.label_value={value}", "model.peer_weight=0.03"]
     shared, stacked = _net(tiny_config, *opts), _net(tiny_config, *opts)
     stacked.shared_inputs = lambda *args: None  # type: ignore[method-assign]
+    # a loss errs by its goodness's error, relative to the goodness (not to the loss): the
+    # largest goodness of a step is part of the scale of its losses
+    top = [0.0]
+    score = stacked.objective.score
+
+    def recorded(h: torch.Tensor) -> torch.Tensor:
+        out = score(h)
+        top[0] = max(top[0], float(out.detach().abs().max()))
+        return out
+
+    stacked.objective.score = recorded  # type: ignore[method-assign]
     gen_a, gen_b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    for s in range(4):
+    steps, chain = 4, 0
+    for s in range(steps):
         x, y = _data(seed=200 + s)
+        chain = _step_terms(stacked, len(y), C if negatives == "all_wrong" else 2)
         idx = torch.arange(len(y))
+        top[0] = 0.0
         got, want = shared.train_step(x, y, idx, gen_a), stacked.train_step(x, y, idx, gen_b)
-        for key in want:
-            torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
+        for key in want:  # a step's rounding reaches the weights and so every later step
+            scale = float(want[key].abs()) + (top[0] if key.startswith("loss") else 0.0)
+            assert_close_reduced(got[key], want[key], (s + 1) * chain, scale=scale, msg=key)
+    # the weights move by lr times their gradients, far less than their own size: the scale of
+    # each tensor is its own (the probe's, which starts from zero, too)
     for (name, a), b in zip(
         shared.state_dict().items(), stacked.state_dict().values(), strict=True
     ):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+        assert_close_reduced(a, b, steps * chain, msg=name)
 
 
 def test_the_shared_first_product_is_used_only_where_it_applies(
@@ -277,13 +350,26 @@ def test_standardised_probe_features_have_zero_mean_and_unit_variance(
     h0 = net.layers[0](a)
     h2 = net.layers[2](net.layers[1](h0))
     feats = net.probe_features(x)
-    for part, h in ((feats[:, :16], h0), (feats[:, 16:], h2)):
-        torch.testing.assert_close(part.mean(1), torch.zeros(6), atol=1e-5, rtol=0)
-        torch.testing.assert_close(part.var(1, unbiased=False), torch.ones(6), atol=1e-4, rtol=0)
-        # the centred activities divided by their standard deviation
+    f32 = torch.float32
+    for part, h in ((feats[:, :16], h0.detach()), (feats[:, 16:], h2.detach())):
+        d = h.shape[1]
         centred = h - h.mean(1, keepdim=True)
-        std = centred.square().mean(1, keepdim=True).sqrt()
-        torch.testing.assert_close(part * std, centred, atol=1e-5, rtol=1e-4)
+        std = centred.square().mean(1, keepdim=True).sqrt()  # as standardize computes it
+        # The rounded values against the exact identities. Their mean: the rounding of the
+        # mean they were centred on (D terms, relative to mean |h| / std), the centring, the
+        # division and their own mean (D terms, relative to mean |part| <= 1).
+        drift = float((h.abs().mean(1, keepdim=True) / std).max())
+        mean_tol = reduction_tol(f32, d + 2, 1 + drift, exact_reference=True)
+        torch.testing.assert_close(part.mean(1), torch.zeros(6), **mean_tol)
+        # Their variance: the std's D squares and mean and its root, the division, the
+        # variance's own two passes, and the norm's EPS added to the std (2 EPS / std).
+        var_tol = reduction_tol(f32, 2 * d + 9, 1.0, exact_reference=True)
+        var_tol["atol"] += 2 * EPS / float(std.min())
+        torch.testing.assert_close(part.var(1, unbiased=False), torch.ones(6), **var_tol)
+        # the same centred activities divided by the same std: the addition of EPS, the
+        # division and the product here, and EPS itself
+        rtol = reduction_tol(f32, 3, exact_reference=True)["rtol"] + EPS / float(std.min())
+        torch.testing.assert_close(part * std, centred, rtol=rtol, atol=0.0)
 
 
 def test_probe_dropout_zeroes_features_while_training_only(

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from _tolerance import reduction_tol
 
 from forwardforward.errors import ConfigError
 from forwardforward.goodness import GOODNESS, mean_squares, signed, sum_squares
@@ -38,8 +39,9 @@ def t(*values: float) -> torch.Tensor:
 
 def test_sum_and_mean_squares_by_hand() -> None:
     h = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
-    assert sum_squares(h).tolist() == [5.0, 9.0]
-    assert mean_squares(h).tolist() == [2.5, 4.5]
+    # a squared norm: its root is rounded and squared again, so within an ulp or two of the sum
+    assert sum_squares(h).tolist() == pytest.approx([5.0, 9.0], rel=1e-6)
+    assert mean_squares(h).tolist() == pytest.approx([2.5, 4.5], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["sum_squares", "mean_squares"])
@@ -84,8 +86,8 @@ def test_goodness_flattens_every_dimension_after_the_batch() -> None:
 
 def test_negative_activities_count_by_their_square() -> None:
     h = torch.tensor([[-3.0, 4.0]])
-    assert sum_squares(h).tolist() == [25.0]
-    assert mean_squares(h).tolist() == [12.5]
+    assert sum_squares(h).tolist() == pytest.approx([25.0], rel=1e-6)
+    assert mean_squares(h).tolist() == pytest.approx([12.5], rel=1e-6)
 
 
 def test_signed_keeps_or_negates() -> None:
@@ -267,7 +269,10 @@ def test_goodness_of_low_precision_activities_is_summed_in_fp32(dtype: torch.dty
     got = sum_squares(h)
     assert got.dtype == torch.float32
     want = h.detach().double().square().sum(1)
-    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=0.0)
+    # an fp32 sum of 2000 squares (exact in fp32), its root and its square, against the exact
+    # sum: gamma_2002 = 1.2e-4, far below bf16's rounding (up to 2^-9 = 2e-3)
+    tol = reduction_tol(torch.float32, h.shape[1] + 2, exact_reference=True)
+    torch.testing.assert_close(got.double(), want, **tol)
     got.sum().backward()
     assert h.grad is not None and h.grad.dtype == dtype
     torch.testing.assert_close(h.grad.float(), 2 * h.detach().float(), rtol=1e-2, atol=0.0)
