@@ -91,8 +91,8 @@ def measure(
         FFNet(config, shape, classes).to(device),
         BackpropNet(config, shape, classes).to(device),
     )
-    ff.configure(config.train, 10**6)
-    bp.configure(config.train, 10**6)
+    ff.configure(10**6)
+    bp.configure(10**6)
     gen = torch.Generator(device=device).manual_seed(0)
     x = torch.randint(0, 256, (batch, *shape), dtype=torch.uint8, device=device)
     y = torch.randint(0, classes, (batch,), device=device)

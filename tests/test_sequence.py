@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _tolerance import reduction_tol
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -126,10 +127,10 @@ def test_self_generated_pool_keeps_the_last_generations(
     assert pool_y.shape[0] == pool_x.shape[0] == len(kept) * 3 * 90
     assert "".join(ALPHABET[int(c)] for c in pool_y.unique()) == kept
     # a checkpoint carries the generations: a fresh net rebuilds exactly the same pool
-    net.configure(config.train, 10)
+    net.configure(10)
     state = net.optim_state_dict()
     again = SequenceFFNet(config, (1, 10, 30), len(ALPHABET))
-    again.configure(config.train, 10)
+    again.configure(10)
     again.load_optim_state_dict(state)
     assert again._pool is not None
     assert torch.equal(again._pool[0], pool_x) and torch.equal(again._pool[1], pool_y)
@@ -172,7 +173,7 @@ def test_perplexity_is_exp_of_the_mean_negative_log_likelihood() -> None:
     import math
 
     from forwardforward.data.vision import Split
-    from forwardforward.train import perplexity
+    from forwardforward.loop import perplexity
 
     class Uniformish:
         def log_probs(self, x: torch.Tensor) -> torch.Tensor:
@@ -223,12 +224,15 @@ def test_nucleus_keeps_the_fewest_most_probable_entries_reaching_top_p(
     cut = _nucleus(probs, top_p)[0]
     kept = cut > 0
     assert torch.equal(cut[kept], probs[0][kept])  # kept entries are untouched
-    assert probs[0][kept].sum() >= top_p - 1e-9 or bool(kept.all())
+    # the library's cumulative sums (less the entry) add these probabilities in another order
+    # than the sums here: they agree to 2 gamma_(V+1) of their total, 1
+    slack = reduction_tol(torch.float64, len(logits) + 1, 1.0)["atol"]
+    assert probs[0][kept].sum() >= top_p - slack or bool(kept.all())
     # every kept entry is at least as probable as every dropped one
     if (~kept).any():
         assert probs[0][kept].min() >= probs[0][~kept].max()
         # and dropping the least probable kept entry would fall short of top_p
-        assert probs[0][kept].sum() - probs[0][kept].min() < top_p
+        assert probs[0][kept].sum() - probs[0][kept].min() < top_p + slack
 
 
 def test_top_p_restricts_sampled_characters_to_the_nucleus() -> None:

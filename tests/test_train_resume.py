@@ -23,6 +23,7 @@ from forwardforward.checkpoint import read_checkpoint
 from forwardforward.cli import main
 from forwardforward.config import RunConfig, to_dict
 from forwardforward.errors import CheckpointError, ConfigError, TrainingDiverged
+from forwardforward.loop import accuracy
 from forwardforward.nets.feedforward import FFNet
 from forwardforward.perf import flushes_denormals
 from forwardforward.train import (
@@ -32,7 +33,6 @@ from forwardforward.train import (
     METRICS,
     RESULTS,
     Trainer,
-    accuracy,
 )
 
 STEPS_PER_EPOCH = 40  # 2000 synthetic training images / batch 50 (see conftest.TINY_TOML)

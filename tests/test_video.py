@@ -64,7 +64,7 @@ def test_recurrent_nets_read_frame_t_at_iteration_t() -> None:
             "recurrent.window=[0, 4]",
         ],
     )
-    net = RecurrentFFNet(config, (28, 1, 28), 10)
+    net = RecurrentFFNet(config, (28, 1, 28), 10, frames=True)
     x = torch.rand(3, 28, 1, 28)
     y = torch.zeros(3, dtype=torch.long)
     changed = x.clone()
@@ -72,7 +72,7 @@ def test_recurrent_nets_read_frame_t_at_iteration_t() -> None:
     assert torch.equal(net.settle(x, y), net.settle(changed, y))
     changed[:, 3] = 0  # a row that iteration 3 sees
     assert not torch.equal(net.settle(x, y), net.settle(changed, y))
-    twin = RecurrentBackpropNet(config, (28, 1, 28), 10)
+    twin = RecurrentBackpropNet(config, (28, 1, 28), 10, frames=True)
     assert twin(x).shape == (3, 10)
     torch.testing.assert_close(twin(x), twin(x.clone().index_fill_(1, torch.arange(10, 28), 0)))
 

@@ -140,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from forwardforward.train import accuracy, load_data, load_run, resolve_device
+    from forwardforward.loop import accuracy
+    from forwardforward.train import load_data, load_run, resolve_device
 
     device = resolve_device(args.device)
     config, kind, net, _ = load_run(Path(args.run_dir), str(device))
@@ -213,6 +214,20 @@ def _cmd_plot_settling(args: argparse.Namespace) -> int:
     out = Path(args.out or Path(args.run_dir) / "settling.png")
     write_png(out, settling_figure(x.float() / 255, per_label))
     print(f"wrote {out}: per image, goodness of each label (rows) over the iterations (columns)")
+    return 0
+
+
+def _cmd_plot_curves(args: argparse.Namespace) -> int:
+    from forwardforward.checkpoint import atomic_write_bytes
+    from forwardforward.plots import MATPLOTLIB_MISSING, curves_png, read_run
+
+    runs = [read_run(r) for r in args.runs]
+    data, backend = curves_png(runs, args.metric, args.x, args.backend)
+    if backend == "builtin" and args.backend == "auto":
+        print(MATPLOTLIB_MISSING, file=sys.stderr)
+    out = Path(args.out or runs[0].path / "curves.png")
+    atomic_write_bytes(out, lambda f: f.write(data))
+    print(f"wrote {out}: {', '.join(r.label for r in runs)}")
     return 0
 
 
@@ -323,6 +338,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=6)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_plot_settling)
+
+    p = plot_sub.add_parser(
+        "curves", help="training curves of runs from their metrics.jsonl (FF beside its twin)"
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders written by `ff train`")
+    p.add_argument("--out", help="default: curves.png in the first RUN")
+    p.add_argument(
+        "--metric",
+        action="append",
+        metavar="NAMES",
+        help="one panel of these metrics, comma-separated names or patterns, e.g. test_acc or "
+        "'loss*,probe' (repeatable; default: evaluation accuracy, losses, training accuracy)",
+    )
+    p.add_argument(
+        "--x", choices=["epoch", "time"], default="epoch", help="epochs or wall-clock seconds"
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "matplotlib", "builtin"],
+        default="auto",
+        help="auto: matplotlib when installed, else the built-in PNG writer",
+    )
+    p.set_defaults(func=_cmd_plot_curves)
 
     p = sub.add_parser("generate", help="sample text from a trained Aesop run")
     p.add_argument("run_dir")

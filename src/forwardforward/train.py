@@ -15,16 +15,17 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from forwardforward.checkpoint import atomic_write_text, load_into, read_checkpoint, save_checkpoint
 from forwardforward.config import RunConfig, from_dict, to_dict, validate
 from forwardforward.data.fetch import resolve_cache_dir
+from forwardforward.data.framing import framing
 from forwardforward.data.synthetic import synthetic_dataset
 from forwardforward.data.text import aesop_dataset
 from forwardforward.data.video import (
@@ -35,14 +36,15 @@ from forwardforward.data.video import (
 )
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
 from forwardforward.errors import CheckpointError, ConfigError, FFError
+from forwardforward.loop import Callback, Evaluate, Loop, ProgressLines, accuracy, perplexity
 from forwardforward.negatives import shift_images
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
-from forwardforward.nets.base import Trainable
+from forwardforward.nets.base import FFModule
 from forwardforward.nets.feedforward import FFNet
 from forwardforward.nets.recurrent import RecurrentFFNet
 from forwardforward.nets.sequence import SequenceFFNet
 from forwardforward.perf import flush_denormal
-from forwardforward.progress import progress
+from forwardforward.progress import progress_style
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -141,48 +143,54 @@ def sequence_dataset(
 
 def build_net(
     config: RunConfig, in_shape: tuple[int, ...], num_classes: int, backprop: bool = False
-) -> Trainable:
-    """The network a configuration describes (or its backprop twin)."""
+) -> FFModule:
+    """The network a configuration describes (or its backprop twin), for inputs framed as its
+    dataset frames them (images, frames over time, symbol windows)."""
+    frames = framing(config.data.dataset)
     if backprop:
         if config.model.kind == "recurrent":
-            return RecurrentBackpropNet(config, in_shape, num_classes)
+            return RecurrentBackpropNet(config, in_shape, num_classes, frames=frames.frames)
         return BackpropNet(config, in_shape, num_classes)
     if config.model.kind == "recurrent":
-        return RecurrentFFNet(config, in_shape, num_classes)
-    if config.data.dataset == "aesop":
+        return RecurrentFFNet(config, in_shape, num_classes, frames=frames.frames)
+    if frames.kind == "text":
         return SequenceFFNet(config, in_shape, num_classes)
     return FFNet(config, in_shape, num_classes)
 
 
-@torch.no_grad()
-def accuracy(net: Trainable, split: Split, batch_size: int = 1000) -> float:
-    """Fraction of ``split`` that ``net`` labels correctly."""
-    assert isinstance(net, nn.Module)
-    was_training = net.training
-    net.eval()
-    correct = 0
-    for xb, yb in zip(split.images.split(batch_size), split.labels.split(batch_size), strict=True):
-        correct += int((net.predict(xb) == yb).sum())
-    net.train(was_training)
-    return correct / max(len(split), 1)
+class RunFolder(Callback):
+    """The run folder's files: ``config.json`` when a run starts, one ``metrics.jsonl`` line per
+    epoch, and ``checkpoint.pt`` whenever the loop's state moves on (written atomically)."""
+
+    def __init__(self, trainer: Trainer, out_dir: Path) -> None:
+        self.trainer, self.out_dir = trainer, out_dir
+
+    def on_fit_start(self, loop: Loop) -> None:
+        self.trainer._write_config()
+
+    def on_record(self, loop: Loop, record: dict[str, Any]) -> None:
+        with open(self.out_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def on_checkpoint(self, loop: Loop) -> None:
+        self.trainer._save()
 
 
-@torch.no_grad()
-def perplexity(net: Trainable, split: Split, batch_size: int = 1000) -> float | None:
-    """``exp`` of the mean negative log-likelihood of the labels, for a network with a
-    probability readout (``log_probs``); None otherwise."""
-    log_probs = getattr(net, "log_probs", None)
-    if log_probs is None or log_probs(split.images[:1]) is None:
-        return None
-    total = 0.0
-    for xb, yb in zip(split.images.split(batch_size), split.labels.split(batch_size), strict=True):
-        total -= float(log_probs(xb).gather(1, yb[:, None]).sum())
-    return math.exp(total / max(len(split), 1))
+class KillAtStep(Callback):
+    """Test hook: send a signal to this process after optimisation step ``step``."""
+
+    def __init__(self, step: int, sig: int) -> None:
+        self.at, self.sig = step, sig
+
+    def on_batch_end(self, loop: Loop, metrics: dict[str, Tensor], batch: int) -> None:
+        if loop.step == self.at:
+            os.kill(os.getpid(), self.sig)
 
 
 @dataclass
 class Trainer:
-    """Trains one run. ``out_dir`` receives config, metrics, checkpoint and results.
+    """Trains one run of a preset: its data, its network (or twin), the loop and its run
+    folder. ``out_dir`` receives config, metrics, checkpoint and results.
 
     Args:
         config: the run configuration.
@@ -201,7 +209,6 @@ class Trainer:
     progress: bool = True
     dataset: VisionDataset | None = None
     download: bool | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         validate(self.config)
@@ -210,7 +217,7 @@ class Trainer:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
         torch.manual_seed(t.seed)
-        self.start = time.perf_counter()
+        start = time.perf_counter()
         if self.dataset is None:
             self.dataset = load_data(
                 self.config,
@@ -223,10 +230,9 @@ class Trainer:
                 print(self.dataset.describe_files(), file=sys.stderr)
         else:
             self.dataset = self.dataset.to(self.device)
-        self.data_seconds = time.perf_counter() - self.start
+        self.data_seconds = time.perf_counter() - start
         ds = self.dataset
         self.net = build_net(self.config, ds.image_shape, ds.num_classes, self.backprop)
-        assert isinstance(self.net, nn.Module)
         self.net.to(self.device)
         if t.init:
             if self.backprop:
@@ -237,12 +243,49 @@ class Trainer:
             init_layers(self.net, self.config, Path(t.init), self.device)
         self.epochs = self.config.baseline.epochs or t.epochs if self.backprop else t.epochs
         self.steps_per_epoch = math.ceil(len(ds.train) / t.batch_size)
-        self.net.configure(t, self.steps_per_epoch)
-        self.gen = torch.Generator(device=self.device).manual_seed(t.seed)
-        self.step = 0
-        self.next_phase, self.next_epoch = 0, 0
-        self._kill = _parse_kill(os.environ.get(KILL_ENV, ""))
+        self.net.configure(self.steps_per_epoch, self.epochs)
+        split_name, split = self.eval_split()
+        callbacks: list[Callback] = [
+            Evaluate(split, split_name, every=t.eval_every, batch_size=t.eval_batch_size)
+        ]
+        if self.out_dir is not None:
+            callbacks.append(RunFolder(self, self.out_dir))
+        if progress_style(self.progress) != "off":
+            callbacks.append(ProgressLines())
+        kill = _parse_kill(os.environ.get(KILL_ENV, ""))
+        if kill:
+            callbacks.append(KillAtStep(*kill))
+        shift = t.augment_shift
+        self.loop = Loop(
+            self.net,
+            ds.train,
+            self.epochs,
+            t.batch_size,
+            gen=torch.Generator(device=self.device).manual_seed(t.seed),
+            callbacks=callbacks,
+            transform=(lambda x, gen: shift_images(x, shift, gen)) if shift else None,
+            progress=self.progress,
+            name=self.kind,
+            start=start,
+        )
         self._resumed = False
+
+    # the loop's state, as a run folder's checkpoint holds it
+
+    @property
+    def step(self) -> int:
+        """Optimisation steps taken so far."""
+        return self.loop.step
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """One record per finished epoch (what ``metrics.jsonl`` holds)."""
+        return self.loop.history
+
+    @property
+    def gen(self) -> torch.Generator:
+        """The run's generator: batch order, negatives, augmentation."""
+        return self.loop.gen
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -265,7 +308,8 @@ class Trainer:
     def _save(self) -> None:
         if self.out_dir is None:
             return
-        assert isinstance(self.net, nn.Module) and self.dataset is not None
+        assert self.dataset is not None
+        loop = self.loop
         save_checkpoint(
             self.out_dir / CHECKPOINT,
             self.net,
@@ -277,13 +321,13 @@ class Trainer:
             },
             optim=self.net.optim_state_dict(),
             trainer={
-                "phase": self.next_phase,
-                "epoch": self.next_epoch,
-                "step": self.step,
-                "generator": self.gen.get_state(),
-                "history": json.dumps(self.history),
+                "phase": loop.next_phase,
+                "epoch": loop.next_epoch,
+                "step": loop.step,
+                "generator": loop.gen.get_state(),
+                "history": json.dumps(loop.history),
                 # wall time spent so far, so that a resumed run reports the whole run's time
-                "elapsed": time.perf_counter() - self.start,
+                "elapsed": time.perf_counter() - loop.start,
             },
         )
 
@@ -297,17 +341,16 @@ class Trainer:
             raise CheckpointError(
                 f"{self.out_dir / CHECKPOINT}: holds a {saved.get('kind')} run, not {self.kind}"
             )
-        assert isinstance(self.net, nn.Module)
         load_into(self.net, payload, self.out_dir / CHECKPOINT)
         self.net.load_optim_state_dict(payload["optim"])
-        tr = payload["trainer"]
-        self.next_phase, self.next_epoch, self.step = tr["phase"], tr["epoch"], tr["step"]
-        self.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
-        self.history = json.loads(tr["history"])
-        self.start = time.perf_counter() - float(tr.get("elapsed", 0.0))
+        tr, loop = payload["trainer"], self.loop
+        loop.next_phase, loop.next_epoch, loop.step = tr["phase"], tr["epoch"], tr["step"]
+        loop.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
+        loop.history = json.loads(tr["history"])
+        loop.start = time.perf_counter() - float(tr.get("elapsed", 0.0))
         self._resumed = True
         # epochs logged after the checkpoint was written are done again: keep the log in step
-        lines = "".join(json.dumps(record) + "\n" for record in self.history)
+        lines = "".join(json.dumps(record) + "\n" for record in loop.history)
         atomic_write_text(self.out_dir / METRICS, lines)
 
     # -- the loop --------------------------------------------------------------------------------
@@ -325,66 +368,10 @@ class Trainer:
         On CPU, subnormal floats are flushed to zero while it runs (``train.flush_denormal``).
         """
         if self.device.type != "cpu":
-            return self._fit()
-        with flush_denormal(self.config.train.flush_denormal):
-            return self._fit()
-
-    def _fit(self) -> dict[str, Any]:
-        ds = self.dataset
-        assert ds is not None and isinstance(self.net, nn.Module)
-        self._write_config()
-        x, y = ds.train.images, ds.train.labels
-        t = self.config.train
-        self.net.train()
-        split_name, split = self.eval_split()
-        for phase in range(self.next_phase, self.net.phases()):
-            self.net.begin_phase(phase, x, y)
-            first_epoch = self.next_epoch if phase == self.next_phase else 0
-            for epoch in range(first_epoch, self.epochs):
-                tic = time.perf_counter()
-                self.net.begin_epoch(x, y, self.gen)
-                sums: dict[str, Tensor] = {}
-                perm = torch.randperm(len(y), generator=self.gen, device=self.device)
-                bar = progress(
-                    perm.split(t.batch_size),
-                    desc=self._desc(phase, epoch),
-                    enabled=self.progress,
-                    unit="batch",
-                )
-                for i, idx in enumerate(bar):
-                    xb = x[idx]
-                    if t.augment_shift:
-                        xb = shift_images(xb, t.augment_shift, self.gen)
-                    metrics = self.net.train_step(xb, y[idx], idx, self.gen)
-                    self.step += 1
-                    for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0) + v
-                    if self._kill and self.step == self._kill[0]:
-                        os.kill(os.getpid(), self._kill[1])
-                    if self.progress and i % 20 == 0:
-                        bar.set_postfix({k: f"{float(v):.4f}" for k, v in metrics.items()})
-                bar.close()
-                last = epoch == self.epochs - 1
-                if last:
-                    self.net.end_phase(phase, x, y, self.gen)
-                record: dict[str, Any] = {
-                    "phase": phase,
-                    "epoch": epoch + 1,
-                    "step": self.step,
-                    "epoch_seconds": round(time.perf_counter() - tic, 3),
-                    **{k: float(v) / (i + 1) for k, v in sums.items()},
-                }
-                if (epoch + 1) % t.eval_every == 0 or last:
-                    record[f"{split_name}_acc"] = accuracy(self.net, split, t.eval_batch_size)
-                record["elapsed_seconds"] = round(time.perf_counter() - self.start, 3)
-                self.history.append(record)
-                self._log(record)
-                self.next_phase, self.next_epoch = (phase + 1, 0) if last else (phase, epoch + 1)
-                self._save()
-            if self.epochs == 0:  # train.init with nothing left to train but an ``after`` probe
-                self.net.end_phase(phase, x, y, self.gen)
-                self.next_phase, self.next_epoch = phase + 1, 0
-                self._save()
+            self.loop.run()
+        else:
+            with flush_denormal(self.config.train.flush_denormal):
+                self.loop.run()
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
@@ -408,32 +395,19 @@ class Trainer:
             results["val_acc"] = accuracy(self.net, ds.val, bs)
         # images: the first 10,000 training examples; text: every predicted position of every
         # training string (Hinton's figure is the accuracy on the training strings)
-        n_train = len(ds.train) if self.config.data.dataset == "aesop" else 10000
+        n_train = len(ds.train) if framing(self.config.data.dataset).kind == "text" else 10000
         results["train_acc"] = accuracy(
             self.net, ds.train.subset(torch.arange(min(len(ds.train), n_train))), bs
         )
         results["train_acc_examples"] = min(len(ds.train), n_train)
         results["epochs"] = self.epochs
-        results["wall_seconds"] = round(time.perf_counter() - self.start, 2)
+        results["wall_seconds"] = round(time.perf_counter() - self.loop.start, 2)
         results["data_seconds"] = round(self.data_seconds, 3)
         results["device"] = str(self.device)
         results["threads"] = torch.get_num_threads()
         if self.out_dir is not None:
             atomic_write_text(self.out_dir / RESULTS, json.dumps(results, indent=2) + "\n")
         return results
-
-    def _desc(self, phase: int, epoch: int) -> str:
-        prefix = f"layer {phase} " if self.net.phases() > 1 else ""
-        return f"{self.kind} {prefix}epoch {epoch + 1}/{self.epochs}"
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.out_dir is not None:
-            with open(self.out_dir / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if self.progress:  # one line per epoch, on a terminal and in a log alike
-            shown = [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("acc")]
-            head = self._desc(record["phase"], record["epoch"] - 1)
-            print(f"{head}: {', '.join(shown)} ({record['epoch_seconds']:.1f} s)", file=sys.stderr)
 
 
 def saved_config(saved: dict[str, Any], path: Path) -> tuple[RunConfig, tuple[int, ...], int]:
@@ -446,13 +420,12 @@ def saved_config(saved: dict[str, Any], path: Path) -> tuple[RunConfig, tuple[in
     return config, in_shape, num_classes
 
 
-def init_layers(net: Trainable, config: RunConfig, run_dir: Path, device: torch.device) -> None:
+def init_layers(net: FFModule, config: RunConfig, run_dir: Path, device: torch.device) -> None:
     """Copy the FF layers (weights and buffers) of the run in ``run_dir`` into ``net``.
 
     The source must be an FF run whose ``model`` section equals ``config.model``: the same
     layers computing the same features. The readout, optimiser and training settings may differ.
     """
-    assert isinstance(net, nn.Module)
     state = net.state_dict()
     wanted = {k for k in state if k.startswith("layers.")}
     if not wanted:
@@ -484,9 +457,7 @@ def _parse_kill(text: str) -> tuple[int, int] | None:
     return int(step), int(getattr(signal, "SIG" + (sig or "KILL")))
 
 
-def load_run(
-    run_dir: Path, device: str = "cpu"
-) -> tuple[RunConfig, str, Trainable, dict[str, Any]]:
+def load_run(run_dir: Path, device: str = "cpu") -> tuple[RunConfig, str, FFModule, dict[str, Any]]:
     """A finished or interrupted run: its configuration, kind, network with weights, trainer state.
 
     The dataset is not loaded; the network is built from the saved configuration.
@@ -495,7 +466,6 @@ def load_run(
     saved = payload["config"]
     config, in_shape, num_classes = saved_config(saved, run_dir / CHECKPOINT)
     net = build_net(config, in_shape, num_classes, saved.get("kind") == "backprop")
-    assert isinstance(net, nn.Module)
     load_into(net, payload, run_dir / CHECKPOINT)
     net.to(device).eval()
     return config, saved.get("kind", "ff"), net, payload["trainer"]

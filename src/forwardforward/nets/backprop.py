@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.config import RunConfig
 from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
 from forwardforward.nets.base import (
     NetBase,
@@ -21,9 +21,10 @@ from forwardforward.nets.base import (
     optimizer_from_config,
     pixels,
 )
+from forwardforward.stepping import learn
 
 
-class BackpropNet(NetBase, nn.Module):
+class BackpropNet(NetBase):
     """An MLP ``D -> layers... -> C`` with the FF preset's activation, trained by backprop.
 
     The straight-through ReLU of the FF preset is a plain ReLU here (backprop needs no trick).
@@ -63,9 +64,12 @@ class BackpropNet(NetBase, nn.Module):
         out: Tensor = self.head(h)
         return out
 
-    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
+        """One optimiser and schedule for ``epochs`` epochs (default: ``baseline.epochs``, else
+        ``train.epochs``) of ``steps_per_epoch`` steps."""
         b = self.config.baseline
-        epochs = b.epochs or train.epochs
+        if epochs is None:
+            epochs = b.epochs or self.config.train.epochs
         opt = optimizer_from_config(list(self.parameters()), b.optim)
         self.optimizers = [opt]
         self.schedulers = [
@@ -73,22 +77,14 @@ class BackpropNet(NetBase, nn.Module):
                 opt, lr_lambda(b.optim.schedule, steps_per_epoch * epochs, b.optim.warmup)
             )
         ]
-        self.autocast_dtype = autocast_dtype(train.precision)
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
     ) -> dict[str, Tensor]:
         with self._autocast(x):
             loss = F.cross_entropy(self(x).float(), y)
-        if not bool(torch.isfinite(loss)):
-            from forwardforward.errors import TrainingDiverged
-
-            step = int(self.schedulers[0].last_epoch)
-            raise TrainingDiverged(f"backprop loss is {loss.item()} at step {step}")
-        loss.backward()
-        self.optimizers[0].step()
-        self.optimizers[0].zero_grad(set_to_none=True)
-        self.schedulers[0].step()
+        step = int(self.schedulers[0].last_epoch)
+        learn([loss], ["the backprop twin"], self.optimizers, self.schedulers, step=step)
         return {"loss": loss.detach()}
 
     @torch.no_grad()
@@ -107,12 +103,17 @@ class RecurrentBackpropNet(BackpropNet):
     layers of the FF net's widths, the same iterations, frames and damping, and a linear output
     on the top layer's states averaged over the prediction window."""
 
-    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        frames: bool = False,
+    ) -> None:
         nn.Module.__init__(self)
-        from forwardforward.data.video import SEQUENCES
-
         self.config = config
-        self.sequence = config.data.dataset in SEQUENCES
+        self.sequence = frames  # the channels are time steps, one frame per iteration
         frame = math.prod(in_shape[1:]) if self.sequence else math.prod(in_shape)
         widths = [frame, *config.model.layers]
         act = config.model.activation

@@ -6,9 +6,9 @@ from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from forwardforward.config import OptimConfig, RunConfig, TrainConfig
+from forwardforward.config import OptimConfig, RunConfig
 from forwardforward.errors import ConfigError
 from forwardforward.layers import normalize, standardize
 from forwardforward.negatives import NegativeSampler
@@ -23,7 +23,13 @@ class Trainable(Protocol):
     including after a resume, and must be deterministic.
     """
 
-    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None: ...
+    training: bool
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None: ...
 
     def phases(self) -> int: ...
 
@@ -67,8 +73,25 @@ class OwnsOptimizers:
             sched.load_state_dict(s)
 
 
-class NetBase(OwnsOptimizers):
-    """Defaults for the trainer's hooks: one phase, nothing to do between phases or epochs."""
+class FFModule(OwnsOptimizers, nn.Module):
+    """Base class of every network the loop trains (the FF nets, their backprop twins,
+    :class:`~forwardforward.FFSequential`): an ``nn.Module`` with the loop's hooks. Defaults:
+    one phase, nothing to do between phases or epochs; subclasses define ``configure``,
+    ``train_step`` and ``predict``."""
+
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
+        """Build the optimisers and schedules for ``epochs`` epochs of ``steps_per_epoch``."""
+        raise NotImplementedError
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """One optimisation step on a batch; returns its metrics."""
+        raise NotImplementedError
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Predicted labels ``(B,)``."""
+        raise NotImplementedError
 
     def phases(self) -> int:
         return 1
@@ -82,6 +105,10 @@ class NetBase(OwnsOptimizers):
     def begin_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
         """Called before every epoch, with the run's generator (e.g. to refresh negatives)."""
         return None
+
+
+class NetBase(FFModule):
+    """What the networks built from a :class:`~forwardforward.config.RunConfig` share."""
 
     config: RunConfig
     sampler: NegativeSampler

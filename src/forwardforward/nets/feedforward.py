@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from forwardforward.config import RunConfig, TrainConfig
+from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
 from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
@@ -30,6 +30,7 @@ from forwardforward.nets.base import (
     optimizer_from_config,
     pixels,
 )
+from forwardforward.stepping import learn
 
 
 def make_encoder(
@@ -43,7 +44,7 @@ def make_encoder(
     return cls(num_classes, d, value)
 
 
-class FFNet(NetBase, nn.Module):
+class FFNet(NetBase):
     """A stack of :class:`FFLinear` layers trained with Forward-Forward.
 
     Args:
@@ -98,6 +99,7 @@ class FFNet(NetBase, nn.Module):
         """Positive and negative scores of the last :meth:`layer_loss` call (detached)."""
         self._phase = -1
         self._cache: tuple[Tensor, Tensor] | None = None
+        self.greedy = config.train.schedule == "greedy"
 
     def _make_layers(self, in_features: int) -> list[FFLayer]:
         """Locally connected layers (``model.local``), then fully connected ones."""
@@ -159,10 +161,11 @@ class FFNet(NetBase, nn.Module):
 
     # -- training --------------------------------------------------------------------------------
 
-    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
-        """Build one optimiser and learning-rate schedule per layer (and one for the probe)."""
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
+        """Build one optimiser and learning-rate schedule per layer (and one for the probe),
+        for ``epochs`` epochs (default ``train.epochs``) of ``steps_per_epoch`` steps."""
         o = self.config.optim
-        total = steps_per_epoch * train.epochs
+        total = steps_per_epoch * (self.config.train.epochs if epochs is None else epochs)
         self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total, o.warmup))
@@ -182,8 +185,6 @@ class FFNet(NetBase, nn.Module):
             self.schedulers.append(
                 torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_total))
             )
-        self.autocast_dtype = autocast_dtype(train.precision)
-        self.greedy = train.schedule == "greedy"
 
     def phases(self) -> int:
         """One phase (all layers together), or one per layer for greedy training."""
@@ -288,24 +289,9 @@ class FFNet(NetBase, nn.Module):
 
     def _probe_step(self, feats: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
         loss = F.cross_entropy(self._probe_logits(feats, gen), y)
-        loss.backward()
-        self.optimizers[-1].step()
-        self.optimizers[-1].zero_grad(set_to_none=True)
-        self.schedulers[-1].step()
+        step = int(self.schedulers[-1].last_epoch)
+        learn([loss], ["probe"], self.optimizers[-1:], self.schedulers[-1:], step=step)
         return loss.detach()
-
-    def _check_finite(self, losses: list[Tensor], step: int, first: int = 0) -> None:
-        stacked = torch.stack([loss.detach().float() for loss in losses])
-        if not bool(torch.isfinite(stacked).all()):
-            from forwardforward.errors import TrainingDiverged
-
-            pos = int((~torch.isfinite(stacked)).nonzero()[0])
-            bad = pos + first
-            name = "probe" if bad >= len(self.layers) else f"layer {bad}"
-            raise TrainingDiverged(
-                f"loss of {name} is {stacked[pos].item()} at optimisation step {step}: "
-                "lower the learning rate or check the data"
-            )
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
@@ -332,11 +318,7 @@ class FFNet(NetBase, nn.Module):
             with self._autocast(a_pos):
                 h = self.layers[k](torch.cat([a_pos, a_neg]))
                 loss = self.layer_loss(k, h, len(a_pos))
-            self._check_finite([loss], step, first=k)
-            loss.backward()
-            self.optimizers[k].step()
-            self.optimizers[k].zero_grad(set_to_none=True)
-            self.schedulers[k].step()
+            learn([loss], [f"layer {k}"], [self.optimizers[k]], [self.schedulers[k]], step=step)
             return {f"loss{k}": loss.detach()}
 
         xf = self.flat(x)
@@ -373,22 +355,17 @@ class FFNet(NetBase, nn.Module):
         metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
         pos, neg = self.last_scores  # the last layer's: positives scored above negatives
         metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
-        total = torch.stack(losses).sum()
+        names = [f"layer {i}" for i in range(len(losses))]
         if self.probe is not None and r.probe_mode == "joint":
             assert feats is not None
             logits = self._probe_logits(feats, gen)
             probe_loss = F.cross_entropy(logits, y)
             losses.append(probe_loss)
-            total = total + probe_loss
+            names.append("probe")
             metrics["probe"] = probe_loss.detach()
             metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
-        self._check_finite(losses, step)
-        total.backward()
-        stepping = len(self.layers) + (1 if "probe" in metrics else 0)
-        for opt, sched in zip(self.optimizers[:stepping], self.schedulers[:stepping], strict=True):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+        n = len(losses)  # the layers' optimisers, then the probe's when it trains jointly
+        learn(losses, names, self.optimizers[:n], self.schedulers[:n], step=step)
         return metrics
 
     # -- prediction ------------------------------------------------------------------------------

@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from forwardforward.config import RunConfig, TrainConfig
-from forwardforward.data.video import SEQUENCES
+from forwardforward.config import RunConfig
 from forwardforward.layers import ACTIVATIONS, normalize
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import NEGATIVES, Hard
@@ -34,6 +33,7 @@ from forwardforward.nets.base import (
     optimizer_from_config,
     pixels,
 )
+from forwardforward.stepping import learn
 
 
 class RecurrentLayer(nn.Module):
@@ -70,20 +70,27 @@ class RecurrentLayer(nn.Module):
         return z
 
 
-class RecurrentFFNet(NetBase, nn.Module):
+class RecurrentFFNet(NetBase):
     """The recurrent FF net (``model.kind = "recurrent"``; options in ``[recurrent]``).
 
     Inputs are images ``(B, C, H, W)`` (uint8 or float); the same image is shown at every step.
     """
 
-    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        in_shape: tuple[int, ...],
+        num_classes: int,
+        *,
+        frames: bool = False,
+    ) -> None:
         super().__init__()
         m, rc = config.model, config.recurrent
         self.config = config
         self.in_shape = tuple(in_shape)
         self.num_classes = num_classes
         # sequence data keeps time in the channels: frame t is shown at iteration t
-        self.sequence = config.data.dataset in SEQUENCES
+        self.sequence = frames
         frame = math.prod(in_shape[1:]) if self.sequence else math.prod(in_shape)
         widths = [frame, *m.layers, num_classes]
         self.layers = nn.ModuleList(
@@ -160,12 +167,12 @@ class RecurrentFFNet(NetBase, nn.Module):
 
     # -- training --------------------------------------------------------------------------------
 
-    def configure(self, train: TrainConfig, steps_per_epoch: int) -> None:
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
         o = self.config.optim
         rc = self.config.recurrent
-        self.autocast_dtype = autocast_dtype(train.precision)
+        epochs = self.config.train.epochs if epochs is None else epochs
         per_batch = rc.steps - rc.label_hidden_steps if rc.update == "every_step" else 1
-        total = steps_per_epoch * train.epochs * per_batch
+        total = steps_per_epoch * epochs * per_batch
         self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total, o.warmup))
@@ -180,7 +187,7 @@ class RecurrentFFNet(NetBase, nn.Module):
             self.optimizers.append(popt)
             self.schedulers.append(
                 torch.optim.lr_scheduler.LambdaLR(
-                    popt, lr_lambda(o.schedule, steps_per_epoch * train.epochs)
+                    popt, lr_lambda(o.schedule, steps_per_epoch * epochs)
                 )
             )
 
@@ -219,19 +226,10 @@ class RecurrentFFNet(NetBase, nn.Module):
         return [self.objective(i, h, b)[0] for i, h in enumerate(states)]
 
     def _learn(self, losses: list[Tensor]) -> None:
-        stacked = torch.stack([loss.detach() for loss in losses])
-        if not bool(torch.isfinite(stacked).all()):
-            from forwardforward.errors import TrainingDiverged
-
-            bad = int((~torch.isfinite(stacked)).nonzero()[0])
-            step = int(self.schedulers[0].last_epoch)
-            raise TrainingDiverged(f"loss of layer {bad} is {stacked[bad].item()} at step {step}")
-        torch.stack(losses).sum().backward()
         n = len(self.layers)  # the probe, if any, steps on its own loss
-        for opt, sched in zip(self.optimizers[:n], self.schedulers[:n], strict=True):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+        names = [f"layer {i % n}" for i in range(len(losses))]  # every_step: n per iteration
+        step = int(self.schedulers[0].last_epoch)
+        learn(losses, names, self.optimizers[:n], self.schedulers[:n], step=step)
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
@@ -276,14 +274,8 @@ class RecurrentFFNet(NetBase, nn.Module):
             assert feats is not None
             logits = self.probe(feats)
             probe_loss = F.cross_entropy(logits, y)
-            if not bool(torch.isfinite(probe_loss)):
-                from forwardforward.errors import TrainingDiverged
-
-                raise TrainingDiverged(f"loss of the probe is {probe_loss.item()}")
-            probe_loss.backward()
-            self.optimizers[-1].step()
-            self.optimizers[-1].zero_grad(set_to_none=True)
-            self.schedulers[-1].step()
+            step = int(self.schedulers[-1].last_epoch)
+            learn([probe_loss], ["probe"], self.optimizers[-1:], self.schedulers[-1:], step=step)
             metrics["probe"] = probe_loss.detach()
             metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
         return metrics

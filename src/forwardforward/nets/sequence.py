@@ -27,7 +27,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from forwardforward.config import RunConfig
-from forwardforward.data.text import ALPHABET
 from forwardforward.errors import ConfigError
 from forwardforward.nets.feedforward import FFNet
 
@@ -63,7 +62,7 @@ class SequenceFFNet(FFNet):
     def _build_pool(self) -> None:
         generated = torch.cat(self._generated)  # (R S, K + P)
         ctx = generated.unfold(1, self.context, 1)[:, :-1].reshape(-1, self.context)
-        self._pool = (self.flat(_one_hot(ctx)), generated[:, self.context :].reshape(-1))
+        self._pool = (self.flat(self._one_hot(ctx)), generated[:, self.context :].reshape(-1))
 
     def optim_state_dict(self) -> dict[str, Any]:
         """Optimiser states and the generated strings of the negative pool."""
@@ -98,6 +97,11 @@ class SequenceFFNet(FFNet):
         return self.encoder.embed_labels(xf, y), self.encoder.embed_labels(pool_x[idx], pool_y[idx])
 
     @torch.no_grad()
+    def _one_hot(self, codes: Tensor) -> Tensor:
+        """Codes ``(B, K)`` -> one-hot windows ``(B, 1, K, S)`` float, ``S`` symbols (the input
+        shape's last dimension)."""
+        return F.one_hot(codes, self.in_shape[-1]).float()[:, None]
+
     def next_scores(self, contexts: Tensor, source: str | None = None) -> Tensor:
         """Scores of every next character for contexts ``(B, K)`` of codes: ``(B, 30)``.
 
@@ -107,11 +111,11 @@ class SequenceFFNet(FFNet):
         if source is None:
             source = "probe" if self.config.readout.kind == "probe" else "goodness"
         if source == "probe":
-            log_probs = self.log_probs(_one_hot(contexts))
+            log_probs = self.log_probs(self._one_hot(contexts))
             if log_probs is None:
                 raise ConfigError("this run has no probe to score characters with")
             return log_probs
-        scores = self.label_scores(_one_hot(contexts))
+        scores = self.label_scores(self._one_hot(contexts))
         return scores if self.config.model.maximize else -scores
 
     @torch.no_grad()
@@ -153,8 +157,3 @@ def _nucleus(probs: Tensor, top_p: float) -> Tensor:
     before = sorted_p.cumsum(1) - sorted_p  # mass of the entries ranked above each one
     keep = torch.zeros_like(probs, dtype=torch.bool).scatter(1, order, before < top_p)
     return probs * keep
-
-
-def _one_hot(codes: Tensor) -> Tensor:
-    """Codes ``(B, K)`` -> one-hot windows ``(B, 1, K, 30)`` float."""
-    return F.one_hot(codes, len(ALPHABET)).float()[:, None]
