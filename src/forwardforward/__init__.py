@@ -1,5 +1,12 @@
 """forwardforward: the Forward-Forward algorithm for PyTorch.
 
+Two ways in: a preset (``ff.load_preset`` and ``ff.Trainer``, or ``ff train`` on the command
+line), or your own network from the building blocks below, trained by the same loop::
+
+    net = ff.FFSequential([ff.FFLinear(784, 500), ff.FFLinear(500, 500)],
+                          labels=ff.OverwritePixels(10, 784), loss=ff.SymBa(alpha=4.0))
+    ff.fit(net, ff.load_dataset("mnist"), epochs=2)
+
 >>> import forwardforward as ff
 >>> config = ff.load_preset("mnist-quick", ["train.epochs=1"])
 >>> config.model.layers
@@ -16,26 +23,56 @@ from forwardforward.errors import (
     FFError,
     TrainingDiverged,
 )
-from forwardforward.nets import FFNet
+from forwardforward.goodness import mean_squares, sum_squares
+from forwardforward.labels import Concatenate, LabelEncoder, OverwritePixels, TopRow
+from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
+from forwardforward.loop import Callback, Evaluate, Loop, accuracy, fit
+from forwardforward.losses import SymBa, ThresholdSoftplus, symba, threshold_softplus
+from forwardforward.negatives import AllWrong, Hard, RandomWrong
+from forwardforward.nets import FFModule, FFNet
 from forwardforward.perf import keep_freed_memory
+from forwardforward.sequential import FFSequential
 from forwardforward.train import Trainer, load_run
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AllWrong",
+    "Callback",
     "CheckpointError",
+    "Concatenate",
     "ConfigError",
     "DataError",
+    "Evaluate",
     "FFError",
+    "FFLayer",
+    "FFLinear",
+    "FFLocallyConnected2d",
+    "FFModule",
     "FFNet",
+    "FFSequential",
     "FetchError",
+    "Hard",
+    "LabelEncoder",
+    "Loop",
+    "OverwritePixels",
+    "RandomWrong",
     "RunConfig",
+    "SymBa",
+    "ThresholdSoftplus",
+    "TopRow",
     "Trainer",
     "TrainingDiverged",
     "__version__",
+    "accuracy",
+    "fit",
     "keep_freed_memory",
     "load_dataset",
     "load_preset",
     "load_run",
+    "mean_squares",
     "preset_names",
+    "sum_squares",
+    "symba",
+    "threshold_softplus",
 ]

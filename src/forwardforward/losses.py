@@ -7,6 +7,7 @@ negated goodness and negated threshold.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -58,6 +59,29 @@ def log_sigmoid(pos: Tensor, neg: Tensor, theta: float, alpha: float = 1.0) -> T
     The negative term is bounded only because goodness is non-negative.
     """
     return -F.logsigmoid(alpha * (pos - theta)).mean() + F.logsigmoid(alpha * (neg - theta)).mean()
+
+
+@dataclass(frozen=True)
+class ThresholdSoftplus:
+    """:func:`threshold_softplus` as a pair loss ``(pos, neg) -> loss`` (for
+    :class:`~forwardforward.FFSequential`). Under the inverted objective the scores are the
+    negated goodness: give a negative ``theta`` there."""
+
+    theta: float
+    alpha: float = 1.0
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
+        return threshold_softplus(pos, neg, self.theta, self.alpha)
+
+
+@dataclass(frozen=True)
+class SymBa:
+    """:func:`symba` as a pair loss ``(pos, neg) -> loss``: no threshold to choose."""
+
+    alpha: float = 4.0
+
+    def __call__(self, pos: Tensor, neg: Tensor) -> Tensor:
+        return symba(pos, neg, 0.0, self.alpha)
 
 
 LOSSES: Registry[Loss] = Registry(
