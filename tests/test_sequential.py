@@ -132,6 +132,47 @@ def test_the_same_seed_gives_the_same_run() -> None:
         assert torch.equal(pa, pb)
 
 
+def test_fit_with_a_checkpoint_resumes_exactly(tmp_path: Path) -> None:
+    """A run stopped after its first epoch and started again from its checkpoint ends with the
+    same weights, metrics and history as one that never stopped."""
+    data = _data(300)
+    whole = _net(negatives=ff.Hard(), readout="probe", schedule="cooldown")
+    expected = ff.fit(whole, data, epochs=3, batch_size=50, progress=False, seed=4)
+
+    class StopAfterFirstEpoch(Callback):
+        def on_checkpoint(self, loop: Loop) -> None:
+            if loop.next_epoch == 1:
+                raise KeyboardInterrupt
+
+    path = tmp_path / "run.pt"
+    stopped = _net(negatives=ff.Hard(), readout="probe", schedule="cooldown")
+    kwargs: dict[str, Any] = {"epochs": 3, "batch_size": 50, "progress": False, "seed": 4}
+    with pytest.raises(KeyboardInterrupt):
+        ff.fit(stopped, data, checkpoint=path, callbacks=[StopAfterFirstEpoch()], **kwargs)
+    again = _net(negatives=ff.Hard(), readout="probe", schedule="cooldown")
+    with torch.no_grad():  # whatever it starts from, the checkpoint's weights replace it
+        for p in again.parameters():
+            p.normal_()
+    batches: list[int] = []
+
+    class CountBatches(Callback):
+        def on_batch_end(self, loop: Loop, metrics: dict[str, Tensor], batch: int) -> None:
+            batches.append(loop.step)
+
+    history = ff.fit(again, data, checkpoint=path, callbacks=[CountBatches()], **kwargs)
+    assert batches == list(range(7, 19))  # epochs 2 and 3 only: 6 steps each
+
+    def timeless(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in records]
+
+    assert len(history) == 3 and timeless(history) == timeless(expected)
+    for pa, pb in zip(whole.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+    other = ff.FFSequential([ff.FFLinear(784, 64)], labels=ff.OverwritePixels(10, 784))
+    with pytest.raises(ff.CheckpointError, match="another model"):
+        ff.fit(other, data, checkpoint=path, **kwargs)
+
+
 def test_a_nan_loss_stops_before_any_update() -> None:
     def broken(pos: Tensor, neg: Tensor) -> Tensor:
         return (pos - neg).mean() * float("nan")

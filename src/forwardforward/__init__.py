@@ -26,7 +26,7 @@ from forwardforward.errors import (
 from forwardforward.goodness import mean_squares, sum_squares
 from forwardforward.labels import Concatenate, LabelEncoder, OverwritePixels, TopRow
 from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
-from forwardforward.loop import Callback, Evaluate, Loop, accuracy, fit
+from forwardforward.loop import Callback, Checkpoint, Evaluate, Loop, accuracy, fit
 from forwardforward.losses import SymBa, ThresholdSoftplus, symba, threshold_softplus
 from forwardforward.negatives import AllWrong, Hard, RandomWrong
 from forwardforward.nets import FFModule, FFNet
@@ -39,6 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AllWrong",
     "Callback",
+    "Checkpoint",
     "CheckpointError",
     "Concatenate",
     "ConfigError",

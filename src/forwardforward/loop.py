@@ -15,29 +15,36 @@ a ``DataLoader`` is iterated as it is, batch by batch.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, cast
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from forwardforward.checkpoint import load_into, read_checkpoint, save_checkpoint
 from forwardforward.data.vision import Split, VisionDataset
-from forwardforward.errors import ConfigError
+from forwardforward.errors import CheckpointError, ConfigError
+from forwardforward.nets.base import OwnsOptimizers
 from forwardforward.progress import progress, progress_style
 
 __all__ = [
     "Callback",
+    "Checkpoint",
     "Evaluate",
     "Loop",
     "ProgressLines",
     "accuracy",
     "as_split",
     "fit",
+    "loop_state",
     "perplexity",
+    "restore_loop",
 ]
 
 #: A batch transform applied on the device before each step (e.g. random shifts).
@@ -134,6 +141,65 @@ class ProgressLines(Callback):
         shown = [f"{k} {v:.4f}" for k, v in record.items() if k.endswith("acc")]
         head = loop.describe(record["phase"], record["epoch"] - 1)
         print(f"{head}: {', '.join(shown)} ({record['epoch_seconds']:.1f} s)", file=sys.stderr)
+
+
+def loop_state(loop: Loop) -> dict[str, Any]:
+    """What a checkpoint keeps of the loop to resume it exactly: where it is (the next phase
+    and epoch, the step), its generator, its history and the time spent so far."""
+    return {
+        "phase": loop.next_phase,
+        "epoch": loop.next_epoch,
+        "step": loop.step,
+        "generator": loop.gen.get_state(),
+        "history": json.dumps(loop.history),
+        "elapsed": time.perf_counter() - loop.start,
+    }
+
+
+def restore_loop(loop: Loop, state: dict[str, Any]) -> None:
+    """Put ``loop`` back where :func:`loop_state` found it."""
+    loop.next_phase, loop.next_epoch, loop.step = state["phase"], state["epoch"], state["step"]
+    generator = state["generator"]
+    loop.gen.set_state(generator.cpu() if loop.gen.device.type == "cpu" else generator)
+    loop.history = json.loads(state["history"])
+    loop.start = time.perf_counter() - float(state.get("elapsed", 0.0))
+
+
+class Checkpoint(Callback):
+    """Keeps a checkpoint of the module, its optimisers and the loop at ``path``, rewritten
+    (atomically) after every epoch; :func:`fit` resumes from it when it exists. The file holds
+    tensors and plain values only (see :mod:`forwardforward.checkpoint`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_checkpoint(self, loop: Loop) -> None:
+        module = loop.module
+        optim = module.optim_state_dict() if isinstance(module, OwnsOptimizers) else {}
+        save_checkpoint(
+            self.path,
+            module,
+            config={"kind": "fit", "module": type(module).__name__},
+            optim=optim,
+            trainer=loop_state(loop),
+        )
+
+    def resume(self, loop: Loop) -> bool:
+        """Load the checkpoint into ``loop`` and its module, if there is one; True if so."""
+        if not self.path.exists():
+            return False
+        payload = read_checkpoint(self.path, loop.gen.device)
+        module = loop.module
+        if payload["config"].get("module") != type(module).__name__:
+            raise CheckpointError(
+                f"{self.path}: holds a {payload['config'].get('module')}, not a "
+                f"{type(module).__name__}"
+            )
+        load_into(module, payload, self.path)
+        if isinstance(module, OwnsOptimizers):
+            module.load_optim_state_dict(payload["optim"])
+        restore_loop(loop, payload["trainer"])
+        return True
 
 
 def as_split(data: Any, device: torch.device | None = None) -> Split:
@@ -302,6 +368,7 @@ def fit(
     seed: int = 0,
     transform: Transform | None = None,
     progress: bool = True,
+    checkpoint: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``module`` with the loop; returns one record per epoch.
 
@@ -322,6 +389,8 @@ def fit(
         seed: seeds the loop's generator (batch order, negatives, augmentation).
         transform: a batch transform ``(x, gen) -> x`` applied before each step.
         progress: a bar on a terminal, one line per epoch in a log; False: silent.
+        checkpoint: a file rewritten after every epoch (weights, optimisers, the loop's state);
+            when it exists already, training resumes from it exactly where it stopped.
     """
     if epochs < 0 or batch_size < 1:
         raise ConfigError(f"epochs must be >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
@@ -342,6 +411,9 @@ def fit(
         jobs.append(Evaluate(eval_data.to(device), every=eval_every))
     if progress_style(progress) != "off":
         jobs.append(ProgressLines())
+    saver = Checkpoint(checkpoint) if checkpoint is not None else None
+    if saver is not None:
+        jobs.append(saver)
     loop = Loop(
         module,
         source,
@@ -352,4 +424,6 @@ def fit(
         transform=transform,
         progress=progress,
     )
+    if saver is not None:
+        saver.resume(loop)
     return loop.run()

@@ -36,7 +36,16 @@ from forwardforward.data.video import (
 )
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
 from forwardforward.errors import CheckpointError, ConfigError, FFError
-from forwardforward.loop import Callback, Evaluate, Loop, ProgressLines, accuracy, perplexity
+from forwardforward.loop import (
+    Callback,
+    Evaluate,
+    Loop,
+    ProgressLines,
+    accuracy,
+    loop_state,
+    perplexity,
+    restore_loop,
+)
 from forwardforward.negatives import shift_images
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
 from forwardforward.nets.base import FFModule
@@ -309,7 +318,6 @@ class Trainer:
         if self.out_dir is None:
             return
         assert self.dataset is not None
-        loop = self.loop
         save_checkpoint(
             self.out_dir / CHECKPOINT,
             self.net,
@@ -320,15 +328,7 @@ class Trainer:
                 "num_classes": self.dataset.num_classes,
             },
             optim=self.net.optim_state_dict(),
-            trainer={
-                "phase": loop.next_phase,
-                "epoch": loop.next_epoch,
-                "step": loop.step,
-                "generator": loop.gen.get_state(),
-                "history": json.dumps(loop.history),
-                # wall time spent so far, so that a resumed run reports the whole run's time
-                "elapsed": time.perf_counter() - loop.start,
-            },
+            trainer=loop_state(self.loop),
         )
 
     def resume(self) -> None:
@@ -343,14 +343,10 @@ class Trainer:
             )
         load_into(self.net, payload, self.out_dir / CHECKPOINT)
         self.net.load_optim_state_dict(payload["optim"])
-        tr, loop = payload["trainer"], self.loop
-        loop.next_phase, loop.next_epoch, loop.step = tr["phase"], tr["epoch"], tr["step"]
-        loop.gen.set_state(tr["generator"].cpu() if self.device.type == "cpu" else tr["generator"])
-        loop.history = json.loads(tr["history"])
-        loop.start = time.perf_counter() - float(tr.get("elapsed", 0.0))
+        restore_loop(self.loop, payload["trainer"])
         self._resumed = True
         # epochs logged after the checkpoint was written are done again: keep the log in step
-        lines = "".join(json.dumps(record) + "\n" for record in loop.history)
+        lines = "".join(json.dumps(record) + "\n" for record in self.loop.history)
         atomic_write_text(self.out_dir / METRICS, lines)
 
     # -- the loop --------------------------------------------------------------------------------
