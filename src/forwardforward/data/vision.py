@@ -15,7 +15,7 @@ import pickle
 import tarfile
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from forwardforward.data.catalog import DatasetSpec, dataset_spec
-from forwardforward.data.fetch import (
-    fetch_dataset,
-    present_form,
-    resolve_data_dir,
-    verify_dataset,
-)
+from forwardforward.data.catalog import DatasetSpec, FileSpec, dataset_spec
+from forwardforward.data.fetch import fetch_dataset, present_form, resolve_data_dir, verify_file
 from forwardforward.data.idx import read_idx
 from forwardforward.errors import ConfigError, DataError, FetchError
 
@@ -214,31 +209,31 @@ def load_dataset(
     except (RuntimeError, TypeError, ValueError) as exc:
         raise ConfigError(f"bad device {device!r}: {exc}") from exc
 
+    # one pass: find the files, fetch what is missing, check them, read them
     root = resolve_data_dir(data_dir)
     folder = root / spec.folder
-    if download is None:
-        download = not offline()
-    missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
-    if (missing or damaged) and download:
+    found = _locate(spec, folder, check_sizes=check_sizes)
+    failure = ""
+    if (found.missing or found.damaged) and (not offline() if download is None else download):
         try:
             fetch_dataset(spec.name, root, progress=progress)
         except FetchError as exc:
-            missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
-            raise DataError(
-                _problem_message(spec, root, folder, missing, damaged, fetch_failure=str(exc))
-            ) from None
-        missing, damaged = _file_problems(spec, folder, check_sizes=check_sizes)
-    if missing or damaged:
-        raise DataError(_problem_message(spec, root, folder, missing, damaged))
-    paths = {role: folder / present_form(folder, f).name for role, f in spec.files.items()}
+            failure = str(exc)
+        found = _locate(spec, folder, check_sizes=check_sizes)
+    if found.missing or found.damaged:
+        raise DataError(_problem_message(spec, root, folder, found, fetch_failure=failure))
     if verify:
-        bad = [r for r in verify_dataset(spec.name, root) if not r.ok]
+        reports = [
+            verify_file(found.paths[r], f, dataset=spec.name) for r, f in found.forms.items()
+        ]
+        bad = [r for r in reports if not r.ok]
         if bad:
             details = "; ".join(f"{r.file}: {r.status} ({r.detail})" for r in bad)
             raise DataError(
                 f"{spec.title} in {folder} failed verification: {details}. Delete the bad "
                 f"file(s) and run `ff data fetch {spec.name} --data-dir {root}`."
             )
+    paths = found.paths
 
     if spec.format == "idx":
         train = _load_idx_split(spec, paths, "train")
@@ -273,30 +268,40 @@ def _check_fraction(what: str, value: float, *, low_open: bool) -> None:
         raise ConfigError(f"{what} must be in {interval}, got {value!r}")
 
 
-def _file_problems(
-    spec: DatasetSpec, folder: Path, *, check_sizes: bool
-) -> tuple[list[str], list[str]]:
-    """The missing files' names, and one line per damaged (e.g. wrong-sized) file. A file is
-    present in either of its forms (see :func:`~forwardforward.data.fetch.present_form`)."""
-    missing: list[str] = []
-    damaged: list[str] = []
-    for distributed in spec.files.values():
-        file_spec = present_form(folder, distributed)
-        path = folder / file_spec.name
+@dataclass
+class _Found:
+    """What :func:`_locate` found: each role's file (``paths``) in the form present (``forms``),
+    the missing files' names and one line per damaged file."""
+
+    paths: dict[str, Path] = field(default_factory=dict)
+    forms: dict[str, FileSpec] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+
+
+def _locate(spec: DatasetSpec, folder: Path, *, check_sizes: bool) -> _Found:
+    """Each file of ``spec`` in ``folder``, in either of its forms (see
+    :func:`~forwardforward.data.fetch.present_form`), size-checked unless ``check_sizes`` is
+    False."""
+    found = _Found()
+    for role, distributed in spec.files.items():
+        form = present_form(folder, distributed)
+        path = folder / form.name
         try:
             size = path.stat().st_size
         except OSError:
             raw = distributed.unpacked
-            missing.append(file_spec.name + ("" if raw is None else f" (or {raw.name})"))
+            found.missing.append(form.name + ("" if raw is None else f" (or {raw.name})"))
             continue
         if not path.is_file():
-            damaged.append(f"{file_spec.name} is not a regular file")
-        elif check_sizes and size != file_spec.size:
-            damaged.append(
-                f"{file_spec.name} has size {size} != {file_spec.size} (incomplete or not the "
-                "original file)"
+            found.damaged.append(f"{form.name} is not a regular file")
+        elif check_sizes and size != form.size:
+            found.damaged.append(
+                f"{form.name} has size {size} != {form.size} (incomplete or not the original file)"
             )
-    return missing, damaged
+        else:
+            found.paths[role], found.forms[role] = path, form
+    return found
 
 
 def offline() -> bool:
@@ -311,13 +316,9 @@ def offline() -> bool:
 
 
 def _problem_message(
-    spec: DatasetSpec,
-    root: Path,
-    folder: Path,
-    missing: list[str],
-    damaged: list[str],
-    fetch_failure: str = "",
+    spec: DatasetSpec, root: Path, folder: Path, found: _Found, fetch_failure: str = ""
 ) -> str:
+    missing, damaged = found.missing, found.damaged
     fetch = (
         f"`ff data fetch {spec.name} --data-dir {root}` (or call load_dataset(..., download=True))"
     )
