@@ -29,6 +29,13 @@ RUNS: dict[str, list[str]] = {
     "scff-mnist": ["data.fraction=0.05"],
     "rff-mnist": ["data.fraction=0.02", "train.eval_batch_size=2000"],
     "hinton-aesop-teacher": [],
+    "hinton-unsup-lrf": ["data.fraction=0.01", "readout.probe_epochs=1"],
+}
+#: one example's shape per dataset, to build every preset's nets without their data
+SHAPES = {
+    "aesop": (1, 10, 30),
+    "moving_mnist": (20, 64, 64),
+    "sequential_mnist": (28, 1, 28),
 }
 COMMON = ["train.epochs=1", "train.seed=0", "train.threads=1", "train.precision=fp32"]
 VOLATILE = ("seconds", "threads", "device")  # timings and the machine: not compared
@@ -43,6 +50,23 @@ def run(preset: str) -> dict[str, Any]:
         {k: v for k, v in r.items() if not any(w in k for w in VOLATILE)} for r in trainer.history
     ]
     return {"results": keep, "epochs": epochs}
+
+
+def fingerprints() -> dict[str, Any]:
+    """The parameter and buffer names and shapes of every preset's FF net and backprop twin:
+    what a checkpoint written before a change must find after it."""
+    from forwardforward.checkpoint import fingerprint
+    from forwardforward.train import build_net
+
+    out: dict[str, Any] = {}
+    for preset in ff.preset_names():
+        config = ff.load_preset(preset)
+        shape = SHAPES.get(config.data.dataset, (1, 28, 28))
+        classes = 30 if config.data.dataset == "aesop" else 10
+        for backprop in (False, True):
+            net = build_net(config, shape, classes, backprop)
+            out[f"{preset} {'backprop' if backprop else 'ff'}"] = fingerprint(net)
+    return out
 
 
 def compare(old: dict[str, Any], new: dict[str, Any]) -> int:
@@ -75,10 +99,25 @@ def main() -> int:
     parser.add_argument("presets", nargs="*", default=list(RUNS))
     parser.add_argument("--out", help="write the metrics to this JSON file")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
+    parser.add_argument(
+        "--fingerprints", action="store_true", help="every preset's parameter names and shapes"
+    )
     args = parser.parse_args()
     if args.compare:
         before, after = (json.loads(Path(p).read_text()) for p in args.compare)
+        if "fingerprints" in before or "fingerprints" in after:
+            same = before.get("fingerprints") == after.get("fingerprints")
+            print(
+                f"fingerprints of {len(after.get('fingerprints', {}))} nets: "
+                f"{'identical' if same else 'DIFFER'}"
+            )
+            return 0 if same else 1
         return compare(before, after)
+    if args.fingerprints:
+        text = json.dumps({"fingerprints": fingerprints()}, indent=1)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return 0
     torch.set_num_threads(1)
     out = {preset: run(preset) for preset in args.presets}
     text = json.dumps(out, indent=2)

@@ -53,6 +53,10 @@ class ModelConfig:
     kind: str = "feedforward"
     local: list[list[int]] = field(default_factory=list)
     """Locally connected layers first, one ``[out_channels, kernel, stride, padding]`` each."""
+    stack: list[dict[str, Any]] = field(default_factory=list)
+    """Layers of any registered kind after ``local`` and before the fully connected ``layers``:
+    one ``[[model.stack]]`` table each, ``kind = "..."`` and that kind's own options (see
+    :mod:`forwardforward.layers.kinds`)."""
     layers: list[int] = field(default_factory=lambda: [500, 500])
     """Widths of the fully connected layers (after any locally connected ones)."""
     norm: str = "rms"
@@ -282,6 +286,10 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a table, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
+    if origin is dict:  # a table of plain values, checked by whoever reads it
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{key}: expected a table, got {value!r}")
+        return dict(value)
     if origin is list:
         (item,) = get_args(tp)
         if not isinstance(value, list):
@@ -427,7 +435,7 @@ def validate(config: RunConfig) -> None:
                 f"recurrent.window must be [start, stop) within 0..{rc.steps}, got {rc.window}"
             )
         neg = config.negatives
-        if m.local or neg.kind not in ("random_wrong", "hard"):
+        if m.local or m.stack or neg.kind not in ("random_wrong", "hard"):
             raise ConfigError(
                 "the recurrent net takes fully connected layers (its label enters at the top, "
                 "model.label is not used) and random_wrong or hard negatives"
@@ -478,6 +486,10 @@ def validate(config: RunConfig) -> None:
             raise ConfigError(
                 f"model.local entries are [channels, kernel, stride, padding], got {spec}"
             )
+    if m.kind == "feedforward":  # every layer's kind and its own options
+        from forwardforward.layers import layer_stack
+
+        layer_stack(m.local, m.stack, m.layers)
     _choice("model.init", m.init, INITS)
     _choice("model.peer_form", m.peer_form, PEER_FORMS)
     _choice("model.goodness_of", m.goodness_of, ("output", "relu"))
@@ -489,9 +501,9 @@ def validate(config: RunConfig) -> None:
             "model.kind = 'recurrent'"
         )
     _choice("model.label_value", m.label_value, ("one", "max"))
-    if not (m.layers or m.local) or any(w <= 0 for w in m.layers):
+    if not (m.layers or m.local or m.stack) or any(w <= 0 for w in m.layers):
         raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
-    n_layers = len(m.local) + len(m.layers)
+    n_layers = len(m.local) + len(m.stack) + len(m.layers)
     thresholds: list[tuple[str, float | str | list[float], tuple[str, ...]]] = [
         ("theta", m.theta, ("units",)),
         ("theta_neg", m.theta_neg, ("units", "same")),
@@ -573,7 +585,7 @@ def validate(config: RunConfig) -> None:
     if config.negatives.replay < 0:
         raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
     _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)
-    if config.negatives.pairing == "shared" and m.local:
+    if config.negatives.pairing == "shared" and (m.local or m.stack):
         raise ConfigError(
             "negatives.pairing = 'shared' needs a fully connected first layer (model.local = [])"
         )

@@ -29,6 +29,13 @@ class Registry(Mapping[str, T], Generic[T]):
             choices = ", ".join(sorted(self._items))
             raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {choices}") from None
 
+    def add(self, name: str, item: T) -> None:
+        """Register ``item`` under ``name`` (the one open registry: layer kinds). Registering
+        the same item again is harmless; another item under a taken name is an error."""
+        if name in self._items and self._items[name] is not item:
+            raise ValueError(f"a {self.kind} named {name!r} is already registered")
+        self._items[name] = item
+
     def __contains__(self, name: object) -> bool:
         return name in self._items
 

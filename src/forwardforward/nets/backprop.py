@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forwardforward.config import RunConfig
-from forwardforward.layers import ACTIVATIONS, LocallyConnected2d
+from forwardforward.layers import ACTIVATIONS, layer_stack
+from forwardforward.layers.kinds import Shape
 from forwardforward.nets.base import (
     NetBase,
     autocast_dtype,
@@ -36,13 +37,23 @@ class BackpropNet(NetBase):
         act = config.model.activation
         self.act = ACTIVATIONS["relu" if act == "relu_st" else act]
         self.in_shape = tuple(in_shape)
-        shape = (in_shape[0], in_shape[1], in_shape[2])
-        local: list[LocallyConnected2d] = []
-        for channels, kernel, stride, padding in config.model.local:
-            local.append(LocallyConnected2d(shape, channels, kernel, stride, padding))
-            shape = local[-1].out_shape
-        self.local = nn.ModuleList(local)
-        widths = [math.prod(shape), *config.model.layers]
+        # the FF net's stack, each layer's twin built by its kind: locally connected layers in
+        # ``local``, other kinds in ``stack`` (with the shape each takes), then the linear layers
+        m = config.model
+        shape: Shape = (in_shape[0], in_shape[1], in_shape[2])
+        local: list[nn.Module] = []
+        stack: list[nn.Module] = []
+        self.stack_shapes: list[Shape] = []
+        for kind, options in layer_stack(m.local, m.stack, []):
+            twin, out_shape = kind.twin(options, shape)
+            if len(local) < len(m.local):
+                local.append(twin)
+            else:
+                stack.append(twin)
+                self.stack_shapes.append(shape)
+            shape = out_shape
+        self.local, self.stack = nn.ModuleList(local), nn.ModuleList(stack)
+        widths = [math.prod(shape), *m.layers]
         self.layers = nn.ModuleList(
             nn.Linear(widths[i], widths[i + 1]) for i in range(len(widths) - 1)
         )
@@ -58,6 +69,8 @@ class BackpropNet(NetBase):
         h = pixels(x, m.input_mean, m.input_std).reshape(x.shape[0], *self.in_shape)
         for lc in self.local:
             h = self.act(lc(h))
+        for layer, shape in zip(self.stack, self.stack_shapes, strict=True):
+            h = self.act(layer(h.reshape(h.shape[0], *shape)))
         h = h.flatten(1)
         for layer in self.layers:
             h = self.act(layer(h))

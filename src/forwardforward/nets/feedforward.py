@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
-from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
+from forwardforward.layers import FFLayer, FFLinear, LayerSettings, layer_stack
+from forwardforward.layers.kinds import Shape
 from forwardforward.losses import LocalObjective
 from forwardforward.negatives import (
     IMAGE_NEGATIVES,
@@ -102,28 +103,24 @@ class FFNet(NetBase):
         self.greedy = config.train.schedule == "greedy"
 
     def _make_layers(self, in_features: int) -> list[FFLayer]:
-        """Locally connected layers (``model.local``), then fully connected ones."""
-        m = self.config.model
-        layers: list[FFLayer] = []
+        """The layer stack (``model.local``, ``model.stack``, then the fully connected
+        ``model.layers``), each built by its kind (see :mod:`forwardforward.layers.kinds`)."""
+        m, neg = self.config.model, self.config.negatives
+        settings = LayerSettings(
+            norm=m.norm, activation=m.activation, bias=m.bias, init=m.init,
+            peer_weight=m.peer_weight, peer_momentum=m.peer_momentum, peer_form=m.peer_form,
+            pairs=neg.kind == "self_contrastive" and neg.pairing == "shared",
+        )  # fmt: skip
         h, w = self.in_shape[-2:]
-        shape = (in_features // (h * w), h, w)  # SCFF pairs images along the channels
-        for channels, kernel, stride, padding in m.local:
-            lc = FFLocallyConnected2d(
-                shape, channels, kernel, stride, padding, norm=m.norm, activation=m.activation,
-                bias=m.bias, init=m.init, peer_weight=m.peer_weight, peer_momentum=m.peer_momentum,
-                peer_form=m.peer_form,
-            )  # fmt: skip
-            shape = lc.out_shape
-            layers.append(lc)
-        neg = self.config.negatives
-        for width in m.layers:
-            halves = not layers and neg.kind == "self_contrastive" and neg.pairing == "shared"
-            fc = FFLinear(
-                layers[-1].out_features if layers else in_features, width, norm=m.norm,
-                activation=m.activation, bias=m.bias, init=m.init, peer_weight=m.peer_weight,
-                peer_momentum=m.peer_momentum, peer_form=m.peer_form, halves=halves,
-            )  # fmt: skip
-            layers.append(fc)
+        # an image (SCFF pairs images along the channels), or flat when a label is appended
+        shape: Shape = (
+            (in_features // (h * w), h, w) if in_features % (h * w) == 0 else (in_features,)
+        )
+        layers: list[FFLayer] = []
+        for kind, options in layer_stack(m.local, m.stack, m.layers):
+            layer = kind.build(options, shape, settings, not layers)
+            shape = layer.out_shape
+            layers.append(layer)
         return layers
 
     # -- shapes ----------------------------------------------------------------------------------
