@@ -45,6 +45,14 @@ class DataConfig:
     """Moving MNIST: keep the generated videos on disk (``$FORWARDFORWARD_CACHE``, else the
     user cache's ``generated/``), checked by sha256 when read back."""
 
+    def check(self) -> None:
+        """This section's own rules."""
+        _choice("data.eval_split", self.eval_split, ("test", "val"))
+        if self.eval_split == "val" and self.val_fraction <= 0:
+            raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")
+        if not 0 < self.fraction <= 1 or not 0 <= self.val_fraction < 1:
+            raise ConfigError("data.fraction must be in (0, 1] and data.val_fraction in [0, 1)")
+
 
 @dataclass
 class ModelConfig:
@@ -97,6 +105,74 @@ class ModelConfig:
     neutral_level: float = 0.1
     """Label code of the neutral input fed to a probe (0.1 as loeweX; ``1/C`` is also common)."""
 
+    @property
+    def depth(self) -> int:
+        """How many layers the net has (the recurrent net: its hidden ``layers``)."""
+        return len(self.local) + len(self.stack) + len(self.layers)
+
+    def check(self) -> None:
+        """This section's own rules, and every piece it names."""
+        from forwardforward.goodness import GOODNESS
+        from forwardforward.labels import LABEL_ENCODERS
+        from forwardforward.layers import ACTIVATIONS, INITS, NORMS, PEER_FORMS
+        from forwardforward.losses import LOSSES
+
+        _choice("model.kind", self.kind, ("feedforward", "recurrent"))
+        for registry, value in (
+            (NORMS, self.norm),
+            (ACTIVATIONS, self.activation),
+            (GOODNESS, self.goodness),
+            (LOSSES, self.loss),
+            (LABEL_ENCODERS, self.label),
+        ):
+            registry[value]
+        for spec in self.local:
+            if len(spec) != 4 or min(spec[:3]) < 1 or spec[3] < 0:
+                raise ConfigError(
+                    f"model.local entries are [channels, kernel, stride, padding], got {spec}"
+                )
+        if self.kind == "feedforward":  # every layer's kind and its own options
+            from forwardforward.layers import layer_stack
+
+            layer_stack(self.local, self.stack, self.layers)
+        elif self.local or self.stack:
+            raise ConfigError(
+                "the recurrent net takes fully connected layers: no model.local or model.stack"
+            )
+        _choice("model.init", self.init, INITS)
+        _choice("model.peer_form", self.peer_form, PEER_FORMS)
+        _choice("model.goodness_of", self.goodness_of, ("output", "relu"))
+        if not self.pos_penalty >= 0:
+            raise ConfigError(f"model.pos_penalty must be >= 0, got {self.pos_penalty}")
+        if self.kind == "recurrent" and (self.goodness_of != "output" or self.pos_penalty):
+            raise ConfigError(
+                "model.goodness_of and model.pos_penalty apply to feedforward nets, not to "
+                "model.kind = 'recurrent'"
+            )
+        _choice("model.label_value", self.label_value, ("one", "max"))
+        if not (self.layers or self.local or self.stack) or any(w <= 0 for w in self.layers):
+            raise ConfigError(f"model.layers must be positive widths, got {self.layers}")
+        thresholds: list[tuple[str, float | str | list[float], tuple[str, ...]]] = [
+            ("theta", self.theta, ("units",)),
+            ("theta_neg", self.theta_neg, ("units", "same")),
+        ]
+        for th_key, th_value, words in thresholds:
+            if isinstance(th_value, str) and th_value not in words:
+                allowed = " or ".join(repr(w) for w in words)
+                raise ConfigError(
+                    f"model.{th_key} must be a number, a list or {allowed}, got {th_value!r}"
+                )
+            if isinstance(th_value, list) and len(th_value) != self.depth:
+                raise ConfigError(
+                    f"model.{th_key} has {len(th_value)} thresholds for {self.depth} layers: "
+                    "give one per layer"
+                )
+        if not self.input_std > 0 or not math.isfinite(self.input_mean):
+            raise ConfigError(
+                f"model.input_std must be positive and model.input_mean finite, got "
+                f"{self.input_std} and {self.input_mean}"
+            )
+
 
 @dataclass
 class RecurrentConfig:
@@ -124,6 +200,20 @@ class RecurrentConfig:
     """Initial scale of the top layer's weights from the label code: ``N(0, gain^2 * 2 / C)``
     (He's initialisation times ``gain``; RecurrentForwardForward uses 3). 0: ``U(-0.05, 0.05)``
     like every other top-down weight, which leaves the label nearly invisible at first."""
+
+    def check(self) -> None:
+        """This section's own rules."""
+        _choice("recurrent.update", self.update, ("every_step", "per_sequence"))
+        if self.steps < 1 or not 0 < self.damping <= 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("recurrent: steps >= 1, damping in (0, 1], dropout in [0, 1)")
+        if not (math.isfinite(self.label_gain) and self.label_gain >= 0):
+            raise ConfigError(f"recurrent.label_gain must be >= 0, got {self.label_gain}")
+        if not 0 <= self.label_hidden_steps < self.steps:
+            raise ConfigError("recurrent.label_hidden_steps must be in [0, recurrent.steps)")
+        if len(self.window) != 2 or not 0 <= self.window[0] < self.window[1] <= self.steps:
+            raise ConfigError(
+                f"recurrent.window must be [start, stop) within 0..{self.steps}, got {self.window}"
+            )
 
 
 @dataclass
@@ -159,6 +249,33 @@ class NegativesConfig:
     shift: int = 0
     """Self-contrastive negatives: each image of a pair is translated by up to this many pixels."""
 
+    @property
+    def unsupervised(self) -> bool:
+        """Whether the negatives are other images (hybrids, self-contrastive pairs)."""
+        from forwardforward.negatives import IMAGE_NEGATIVES
+
+        return self.kind in IMAGE_NEGATIVES
+
+    def check(self) -> None:
+        """This section's own rules, and the sampler it names."""
+        from forwardforward.negatives import NEGATIVES, SCFF_PAIRINGS
+
+        if self.kind != "self_generated" and not self.unsupervised:
+            NEGATIVES[self.kind]
+        _choice("negatives.scores", self.scores, ("goodness", "probe"))
+        if self.temperature <= 0:
+            raise ConfigError("negatives.temperature must be positive")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"negatives.top_p must be in (0, 1], got {self.top_p}")
+        if self.replay < 0:
+            raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
+        _choice("negatives.pairing", self.pairing, SCFF_PAIRINGS)
+        if self.blurs < 0 or self.shift < 0:
+            raise ConfigError(
+                f"negatives.blurs and negatives.shift must be >= 0, got {self.blurs} "
+                f"and {self.shift}"
+            )
+
 
 @dataclass
 class ReadoutConfig:
@@ -188,6 +305,17 @@ class ReadoutConfig:
     probe_dropout: float = 0.0
     """Dropout on the probe's input features while it trains (SCFF's readout uses 0.1-0.2)."""
 
+    def check(self) -> None:
+        """This section's own rules."""
+        _choice("readout.kind", self.kind, ("goodness", "probe"))
+        _choice("readout.select", self.select, ("auto", "argmax", "argmin"))
+        _choice("readout.probe_mode", self.probe_mode, ("joint", "after"))
+        _choice("readout.probe_input", self.probe_input, ("neutral", "zero"))
+        _choice("readout.probe_optimizer", self.probe_optimizer, OPTIMIZERS)
+        _choice("readout.probe_norm", self.probe_norm, ("model", "std"))
+        if not 0.0 <= self.probe_dropout < 1.0:
+            raise ConfigError(f"readout.probe_dropout must be in [0, 1), got {self.probe_dropout}")
+
 
 @dataclass
 class OptimConfig:
@@ -205,6 +333,17 @@ class OptimConfig:
     warmup: int = 0
     """Optimiser steps over which the learning rate ramps linearly up from ``lr / warmup``
     (0: none); the schedule applies on top."""
+
+    def check(self, key: str = "optim") -> None:
+        """This section's own rules (``key`` names it: ``optim`` or ``baseline.optim``)."""
+        _choice(f"{key}.name", self.name, OPTIMIZERS)
+        _choice(f"{key}.schedule", self.schedule, SCHEDULES)
+        if len(self.betas) != 2:
+            raise ConfigError(f"{key}.betas must be two numbers, got {self.betas}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"{key}.lr must be positive, got {self.lr}")
+        if self.warmup < 0:
+            raise ConfigError(f"{key}.warmup must be >= 0 steps, got {self.warmup}")
 
 
 @dataclass
@@ -240,6 +379,24 @@ class TrainConfig:
     """A run folder whose trained FF layers (weights and buffers) start this run instead of a
     fresh initialisation, e.g. FF+C: a classifier on the features of a trained FF net. The
     model sections must match. With ``epochs = 0`` only an ``after`` probe trains."""
+
+    def check(self) -> None:
+        """This section's own rules."""
+        _choice("train.schedule", self.schedule, ("simultaneous", "greedy"))
+        _choice("train.greedy_inputs", self.greedy_inputs, ("cached", "fresh"))
+        _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.device", self.device, ("auto", "cpu", "cuda"))
+        if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
+            raise ConfigError(
+                "train.batch_size and train.eval_every must be >= 1 and train.epochs >= 0"
+            )
+        if self.augment_shift < 0:
+            raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {self.augment_shift}")
+        if self.augment_shift and self.schedule == "greedy" and self.greedy_inputs == "cached":
+            raise ConfigError(
+                "train.augment_shift needs fresh inputs in greedy training: cached inputs are "
+                "computed once (set train.greedy_inputs = 'fresh')"
+            )
 
 
 @dataclass
@@ -412,68 +569,42 @@ def _choice(key: str, value: str, choices: tuple[str, ...] | list[str]) -> None:
 
 
 def validate(config: RunConfig) -> None:
-    """Check names and ranges that the types alone do not (the registries check the rest)."""
-    from forwardforward.goodness import GOODNESS
-    from forwardforward.labels import LABEL_ENCODERS
-    from forwardforward.layers import ACTIVATIONS, INITS, NORMS, PEER_FORMS
-    from forwardforward.losses import LOSSES
-    from forwardforward.negatives import NEGATIVES
-
-    m, t, r = config.model, config.train, config.readout
-    _choice("model.kind", m.kind, ("feedforward", "recurrent"))
+    """Check a configuration: every section by its own rules (``check``), then the few rules
+    that span sections."""
+    m, t, r, neg, d = config.model, config.train, config.readout, config.negatives, config.data
+    d.check()
+    m.check()
+    config.recurrent.check()
+    neg.check()
+    r.check()
+    config.optim.check("optim")
+    config.baseline.optim.check("baseline.optim")
+    t.check()
+    # -- rules across sections
     if m.kind == "recurrent":
-        rc = config.recurrent
-        _choice("recurrent.update", rc.update, ("every_step", "per_sequence"))
-        if rc.steps < 1 or not 0 < rc.damping <= 1 or not 0 <= rc.dropout < 1:
-            raise ConfigError("recurrent: steps >= 1, damping in (0, 1], dropout in [0, 1)")
-        if not (math.isfinite(rc.label_gain) and rc.label_gain >= 0):
-            raise ConfigError(f"recurrent.label_gain must be >= 0, got {rc.label_gain}")
-        if not 0 <= rc.label_hidden_steps < rc.steps:
-            raise ConfigError("recurrent.label_hidden_steps must be in [0, recurrent.steps)")
-        if len(rc.window) != 2 or not 0 <= rc.window[0] < rc.window[1] <= rc.steps:
-            raise ConfigError(
-                f"recurrent.window must be [start, stop) within 0..{rc.steps}, got {rc.window}"
-            )
-        neg = config.negatives
-        if m.local or m.stack or neg.kind not in ("random_wrong", "hard"):
+        if neg.kind not in ("random_wrong", "hard"):
             raise ConfigError(
                 "the recurrent net takes fully connected layers (its label enters at the top, "
                 "model.label is not used) and random_wrong or hard negatives"
             )
-        if config.readout.probe_mode != "joint" or t.schedule != "simultaneous":
+        if r.probe_mode != "joint" or t.schedule != "simultaneous":
             raise ConfigError(
                 "the recurrent net trains all layers together (train.schedule = 'simultaneous') "
                 "and its classifier with them (readout.probe_mode = 'joint')"
             )
-    for registry, value in (
-        (NORMS, m.norm),
-        (ACTIVATIONS, m.activation),
-        (GOODNESS, m.goodness),
-        (LOSSES, m.loss),
-        (LABEL_ENCODERS, m.label),
-    ):
-        registry[value]
-    from forwardforward.negatives import IMAGE_NEGATIVES, SCFF_PAIRINGS
-
-    unsupervised = config.negatives.kind in IMAGE_NEGATIVES
-    if config.negatives.kind == "self_generated":
-        if config.data.dataset != "aesop" or m.kind != "feedforward":
-            raise ConfigError("negatives.kind = 'self_generated' is for data.dataset = 'aesop'")
-    elif not unsupervised:
-        NEGATIVES[config.negatives.kind]
-    if config.data.dataset == "aesop" and (
-        m.label != "concat" or config.data.val_fraction or config.data.fraction != 1
-    ):
+    if neg.kind == "self_generated" and (d.dataset != "aesop" or m.kind != "feedforward"):
+        raise ConfigError("negatives.kind = 'self_generated' is for data.dataset = 'aesop'")
+    if d.dataset == "aesop" and (m.label != "concat" or d.val_fraction or d.fraction != 1):
         raise ConfigError(
             "data.dataset = 'aesop' takes model.label = 'concat' (the candidate character is "
             "appended to the context) and all its strings (no fraction or validation split)"
         )
-    if unsupervised and (r.kind != "probe" or m.label != "none"):
+    if neg.unsupervised and (r.kind != "probe" or m.label != "none"):
         raise ConfigError(
-            f"negatives.kind = {config.negatives.kind!r} is unsupervised: it needs "
+            f"negatives.kind = {neg.kind!r} is unsupervised: it needs "
             "model.label = 'none' and readout.kind = 'probe'"
         )
-    if not unsupervised and m.label == "none":
+    if not neg.unsupervised and m.label == "none":
         raise ConfigError(
             "model.label = 'none' needs unsupervised negatives: hybrid, self_contrastive"
         )
@@ -481,84 +612,11 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             "locally connected layers need a spatial input: not model.label = 'concat'"
         )
-    for spec in m.local:
-        if len(spec) != 4 or min(spec[:3]) < 1 or spec[3] < 0:
-            raise ConfigError(
-                f"model.local entries are [channels, kernel, stride, padding], got {spec}"
-            )
-    if m.kind == "feedforward":  # every layer's kind and its own options
-        from forwardforward.layers import layer_stack
-
-        layer_stack(m.local, m.stack, m.layers)
-    _choice("model.init", m.init, INITS)
-    _choice("model.peer_form", m.peer_form, PEER_FORMS)
-    _choice("model.goodness_of", m.goodness_of, ("output", "relu"))
-    if not m.pos_penalty >= 0:
-        raise ConfigError(f"model.pos_penalty must be >= 0, got {m.pos_penalty}")
-    if m.kind == "recurrent" and (m.goodness_of != "output" or m.pos_penalty):
-        raise ConfigError(
-            "model.goodness_of and model.pos_penalty apply to feedforward nets, not to "
-            "model.kind = 'recurrent'"
-        )
-    _choice("model.label_value", m.label_value, ("one", "max"))
-    if not (m.layers or m.local or m.stack) or any(w <= 0 for w in m.layers):
-        raise ConfigError(f"model.layers must be positive widths, got {m.layers}")
-    n_layers = len(m.local) + len(m.stack) + len(m.layers)
-    thresholds: list[tuple[str, float | str | list[float], tuple[str, ...]]] = [
-        ("theta", m.theta, ("units",)),
-        ("theta_neg", m.theta_neg, ("units", "same")),
-    ]
-    for th_key, th_value, words in thresholds:
-        if isinstance(th_value, str) and th_value not in words:
-            allowed = " or ".join(repr(w) for w in words)
-            raise ConfigError(
-                f"model.{th_key} must be a number, a list or {allowed}, got {th_value!r}"
-            )
-        if isinstance(th_value, list) and len(th_value) != n_layers:
-            raise ConfigError(
-                f"model.{th_key} has {len(th_value)} thresholds for {n_layers} layers: "
-                "give one per layer"
-            )
-    _choice("readout.kind", r.kind, ("goodness", "probe"))
-    _choice("readout.select", r.select, ("auto", "argmax", "argmin"))
-    _choice("readout.probe_mode", r.probe_mode, ("joint", "after"))
-    _choice("readout.probe_input", r.probe_input, ("neutral", "zero"))
-    _choice("readout.probe_optimizer", r.probe_optimizer, OPTIMIZERS)
-    _choice("readout.probe_norm", r.probe_norm, ("model", "std"))
-    if not 0.0 <= r.probe_dropout < 1.0:
-        raise ConfigError(f"readout.probe_dropout must be in [0, 1), got {r.probe_dropout}")
     for i in r.layers:
-        if not 0 <= i < n_layers:
-            raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{n_layers - 1}")
-    for optim, key in ((config.optim, "optim"), (config.baseline.optim, "baseline.optim")):
-        _choice(f"{key}.name", optim.name, OPTIMIZERS)
-        _choice(f"{key}.schedule", optim.schedule, SCHEDULES)
-        if len(optim.betas) != 2:
-            raise ConfigError(f"{key}.betas must be two numbers, got {optim.betas}")
-        if not optim.lr > 0 or not math.isfinite(optim.lr):
-            raise ConfigError(f"{key}.lr must be positive, got {optim.lr}")
-        if optim.warmup < 0:
-            raise ConfigError(f"{key}.warmup must be >= 0 steps, got {optim.warmup}")
-    _choice("train.schedule", t.schedule, ("simultaneous", "greedy"))
-    _choice("train.greedy_inputs", t.greedy_inputs, ("cached", "fresh"))
-    _choice("train.precision", t.precision, ("fp32", "bf16"))
-    _choice("train.device", t.device, ("auto", "cpu", "cuda"))
-    _choice("data.eval_split", config.data.eval_split, ("test", "val"))
-    if t.epochs < 0 or t.batch_size < 1 or t.eval_every < 1:
-        raise ConfigError(
-            "train.batch_size and train.eval_every must be >= 1 and train.epochs >= 0"
-        )
-    if t.augment_shift < 0:
-        raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {t.augment_shift}")
-    if t.augment_shift and config.data.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
-        raise ConfigError(
-            f"train.augment_shift translates images: not for dataset {config.data.dataset!r}"
-        )
-    if t.augment_shift and t.schedule == "greedy" and t.greedy_inputs == "cached":
-        raise ConfigError(
-            "train.augment_shift needs fresh inputs in greedy training: cached inputs are "
-            "computed once (set train.greedy_inputs = 'fresh')"
-        )
+        if not 0 <= i < m.depth:
+            raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{m.depth - 1}")
+    if t.augment_shift and d.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
+        raise ConfigError(f"train.augment_shift translates images: not for dataset {d.dataset!r}")
     random_fixed = r.kind == "probe" and r.probe_mode == "after"
     if t.epochs == 0 and not (t.init or random_fixed):
         raise ConfigError(
@@ -566,35 +624,13 @@ def validate(config: RunConfig) -> None:
             "(readout.kind = 'probe', readout.probe_mode = 'after') on the layers of "
             "train.init or, without it, on randomly initialised layers"
         )
-    if config.data.eval_split == "val" and config.data.val_fraction <= 0:
-        raise ConfigError("data.eval_split = 'val' needs data.val_fraction > 0")
-    if not 0 < config.data.fraction <= 1 or not 0 <= config.data.val_fraction < 1:
-        raise ConfigError("data.fraction must be in (0, 1] and data.val_fraction in [0, 1)")
-    _choice("negatives.scores", config.negatives.scores, ("goodness", "probe"))
-    if config.negatives.scores == "probe" and r.probe_mode != "joint":
+    if neg.scores == "probe" and r.probe_mode != "joint":
         raise ConfigError("negatives.scores = 'probe' needs a joint probe: readout.probe_mode")
-    if config.negatives.temperature <= 0:
-        raise ConfigError("negatives.temperature must be positive")
-    if not m.input_std > 0 or not math.isfinite(m.input_mean):
-        raise ConfigError(
-            f"model.input_std must be positive and model.input_mean finite, got "
-            f"{m.input_std} and {m.input_mean}"
-        )
-    if not 0 < config.negatives.top_p <= 1:
-        raise ConfigError(f"negatives.top_p must be in (0, 1], got {config.negatives.top_p}")
-    if config.negatives.replay < 0:
-        raise ConfigError("negatives.replay must be >= 0 (0: keep every generation)")
-    _choice("negatives.pairing", config.negatives.pairing, SCFF_PAIRINGS)
-    if config.negatives.pairing == "shared" and (m.local or m.stack):
+    if neg.pairing == "shared" and (m.local or m.stack):
         raise ConfigError(
             "negatives.pairing = 'shared' needs a fully connected first layer (model.local = [])"
         )
-    if config.negatives.blurs < 0 or config.negatives.shift < 0:
-        raise ConfigError(
-            f"negatives.blurs and negatives.shift must be >= 0, got {config.negatives.blurs} "
-            f"and {config.negatives.shift}"
-        )
-    if t.schedule == "greedy" and config.negatives.kind == "hard":
+    if t.schedule == "greedy" and neg.kind == "hard":
         raise ConfigError(
             "greedy training caches its negatives once: hard negatives need the "
             "simultaneous schedule"
