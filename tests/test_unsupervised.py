@@ -347,9 +347,13 @@ def test_goodness_of_relu_scores_the_pre_activation_and_passes_the_activation_on
             k, st, pad = layer.kernel_size, layer.stride, layer.padding
             xi = xn.view(len(a), *layer.in_shape)
             z = locally_connected(xi, layer.weight, layer.bias, k, st, pad).flatten(1)
-        out = layer(a)
+        out, scored = net.run_layer(i, a)
         torch.testing.assert_close(out, F.relu(z - z.mean(1, keepdim=True)))
-        loss = net.layer_loss(i, out, 5)
+        torch.testing.assert_close(out, layer(a))  # what the layer passes on
+        torch.testing.assert_close(scored, F.relu(z))  # what its goodness is computed on
+        with pytest.raises(ValueError, match="goodness_of = 'relu'"):
+            net.layer_loss(i, out, 5)  # the output alone is not what is scored
+        loss = net.layer_loss(i, out, 5, scored)
         g = F.relu(z).square().mean(1)
         expected = torch.cat([F.softplus(1.0 - g[:5]), F.softplus(g[5:] - 1.0)]).mean()
         # two means of H squares (the library's via a norm: a root squared again, then the

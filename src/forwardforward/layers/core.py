@@ -149,9 +149,6 @@ class FFLayer(nn.Module):
         self.peer_weight, self.peer_momentum = peer_weight, peer_momentum
         self.peer_form = peer_form
         self.register_buffer("running_mean", torch.full((out_features,), 0.5))
-        self.keep_pre = False
-        """Keep the last forward's pre-activation in ``pre`` (for a goodness of ``relu(z)``)."""
-        self.pre: Tensor | None = None
 
     @property
     def out_shape(self) -> tuple[int, ...]:
@@ -159,10 +156,14 @@ class FFLayer(nn.Module):
         otherwise, e.g. ``(O, H', W')`` for spatial layers)."""
         return (self.out_features,)
 
-    def _activate(self, z: Tensor) -> Tensor:
-        if self.keep_pre:
-            self.pre = z
-        return self.act(z)
+    def preactivation(self, x: Tensor) -> Tensor:
+        """``z``, the layer's output before its activation: ``forward(x) = act(z)``. A goodness
+        of ``relu(z)`` (SCFF) is computed on it while ``act(z)`` is passed on."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``act(preactivation(x))``: ``(B, D) -> (B, H)``."""
+        return self.act(self.preactivation(x))
 
     def scale(self, sum_sq: Tensor) -> Tensor:
         """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""

@@ -70,13 +70,13 @@ class FFLinear(FFLayer):
                 nn.init.zeros_(self.bias)
         self.running_mean.fill_(0.5)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, D) -> (B, H)``; ``x`` is detached and normalised first."""
+    def preactivation(self, x: Tensor) -> Tensor:
+        """``W norm(detach(x)) + b``: ``(B, D) -> (B, H)``."""
         xn = normalize(x.detach(), self.norm)
         if self.halves:
             half = xn.shape[1] // 2
             xn = xn[:, :half] + xn[:, half:]
-        return self._activate(F.linear(xn, self.weight, self.bias))
+        return F.linear(xn, self.weight, self.bias)
 
     @property
     def shares_products(self) -> bool:
@@ -85,7 +85,13 @@ class FFLinear(FFLayer):
         return not self.halves and self.norm != "std"
 
     def forward_shared(self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor) -> Tensor:
-        """:meth:`forward` of ``R`` inputs that share their images: input ``r`` is
+        """``act`` of :meth:`preactivation_shared`: :meth:`forward` of inputs that share images."""
+        return self.act(self.preactivation_shared(base, rows, codes, patterns))
+
+    def preactivation_shared(
+        self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor
+    ) -> Tensor:
+        """:meth:`preactivation` of ``R`` inputs that share their images: input ``r`` is
         ``base[rows[r]] + codes[r] @ patterns``, ``(R, D) -> (R, H)``.
 
         ``base`` ``(B, D)`` holds the images with their label slots cleared, ``codes`` ``(R, C)``
@@ -107,8 +113,8 @@ class FFLinear(FFLayer):
         z = torch.addmm(z_img.index_select(0, rows), codes.to(z_lab.dtype), z_lab)
         scale = scale[:, None].to(z.dtype)
         if self.bias is None:
-            return self._activate(z * scale)
-        return self._activate(torch.addcmul(self.bias.to(z.dtype), z, scale))
+            return z * scale
+        return torch.addcmul(self.bias.to(z.dtype), z, scale)
 
     def extra_repr(self) -> str:
         return (

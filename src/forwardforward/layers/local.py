@@ -97,14 +97,14 @@ class FFLocallyConnected2d(FFLayer):
             nn.init.zeros_(self.bias)
         self.running_mean.fill_(0.5)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, C H W) -> (B, O H' W')``."""
+    def preactivation(self, x: Tensor) -> Tensor:
+        """``(B, C H W) -> (B, O H' W')``, before the activation."""
         b = x.shape[0]
         xn = normalize(x.detach().reshape(b, -1), self.norm).view(b, *self.in_shape)
         z = locally_connected(
             xn, self.weight, self.bias, self.kernel_size, self.stride, self.padding
         )
-        return self._activate(z.reshape(b, self.out_features))
+        return z.reshape(b, self.out_features)
 
     def extra_repr(self) -> str:
         return (

@@ -111,9 +111,30 @@ class NetBase(FFModule):
     """What the networks built from a :class:`~forwardforward.config.RunConfig` share."""
 
     config: RunConfig
+    layers: nn.ModuleList
     sampler: NegativeSampler
     probe: torch.nn.Linear | None
     autocast_dtype: torch.dtype | None
+
+    def _build_optimizers(self, layer_steps: int, probe_steps: int) -> None:
+        """One optimiser per layer (``optim``) with its schedule over ``layer_steps`` steps,
+        then the probe's (``readout.probe_*``) over ``probe_steps``, if the net has one."""
+        o = self.config.optim
+        self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, layer_steps, o.warmup))
+            for opt in self.optimizers
+        ]
+        if self.probe is not None:
+            r = self.config.readout
+            popt = make_optimizer(
+                list(self.probe.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
+                r.probe_weight_decay,
+            )  # fmt: skip
+            self.optimizers.append(popt)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_steps))
+            )
 
     def _autocast(self, x: Tensor) -> torch.autocast:
         """bf16 autocast on ``x``'s device when ``train.precision = "bf16"``, else a no-op."""

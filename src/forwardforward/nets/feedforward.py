@@ -26,9 +26,6 @@ from forwardforward.negatives import (
 from forwardforward.nets.base import (
     NetBase,
     autocast_dtype,
-    lr_lambda,
-    make_optimizer,
-    optimizer_from_config,
     pixels,
 )
 from forwardforward.stepping import learn
@@ -77,8 +74,6 @@ class FFNet(NetBase):
             if isinstance(self.sampler, Hard):
                 self.sampler = Hard(temperature=neg.temperature)
         made = self._make_layers(width)
-        for layer in made:
-            layer.keep_pre = m.goodness_of == "relu"
         self.layers = nn.ModuleList(made)
         self.widths = [layer.out_features for layer in made]
         self.objective = LocalObjective(
@@ -101,6 +96,7 @@ class FFNet(NetBase):
         self._phase = -1
         self._cache: tuple[Tensor, Tensor] | None = None
         self.greedy = config.train.schedule == "greedy"
+        self.relu_goodness = m.goodness_of == "relu"
 
     def _make_layers(self, in_features: int) -> list[FFLayer]:
         """The layer stack (``model.local``, ``model.stack``, then the fully connected
@@ -132,21 +128,34 @@ class FFNet(NetBase):
 
     # -- the FF objective ------------------------------------------------------------------------
 
-    def scored(self, i: int, h: Tensor) -> Tensor:
-        """What layer ``i``'s goodness is computed on, given its output ``h`` of the last
-        forward: ``h`` itself, or ``relu`` of its pre-activation (``model.goodness_of``)."""
+    def run_layer(
+        self, i: int, a: Tensor, shared: tuple[Tensor, Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Layer ``i`` on ``a`` (or, for the first layer, on the shared-product inputs ``(rows,
+        codes, patterns)`` of the images ``a``): its output, and what its goodness is computed
+        on: the output itself, or ``relu`` of the pre-activation (``model.goodness_of``)."""
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
-        if not layer.keep_pre:
-            return h
-        pre, layer.pre = layer.pre, None  # read once: nothing stale is kept or reused
-        assert pre is not None and pre.shape == h.shape, "scored follows the layer's forward"
-        return F.relu(pre)
+        if shared is not None:
+            assert isinstance(layer, FFLinear)
+            z = layer.preactivation_shared(a, *shared)
+        elif self.relu_goodness:
+            z = layer.preactivation(a)
+        else:
+            h: Tensor = layer(a)
+            return h, h
+        h = layer.act(z)
+        return h, (F.relu(z) if self.relu_goodness else h)
 
-    def layer_loss(self, i: int, h: Tensor, b: int) -> Tensor:
+    def layer_loss(self, i: int, h: Tensor, b: int, scored: Tensor | None = None) -> Tensor:
         """Layer ``i``'s local loss on stacked activities ``(P + N, H)``, the first ``b = P``
-        rows positive, plus its peer-normalisation term (on the positives)."""
-        loss, pos, neg = self.objective(i, self.scored(i, h), b)
+        rows positive (its goodness on ``scored``, default ``h``: see :meth:`run_layer`), plus
+        its peer-normalisation term (on the positives)."""
+        if scored is None:
+            if self.relu_goodness:
+                raise ValueError("model.goodness_of = 'relu': pass what run_layer scores")
+            scored = h
+        loss, pos, neg = self.objective(i, scored, b)
         self.last_scores = (pos.detach(), neg.detach())  # for the FF-accuracy metric
         layer = self.layers[i]
         assert isinstance(layer, FFLayer)
@@ -161,27 +170,10 @@ class FFNet(NetBase):
     def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
         """Build one optimiser and learning-rate schedule per layer (and one for the probe),
         for ``epochs`` epochs (default ``train.epochs``) of ``steps_per_epoch`` steps."""
-        o = self.config.optim
         total = steps_per_epoch * (self.config.train.epochs if epochs is None else epochs)
-        self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total, o.warmup))
-            for opt in self.optimizers
-        ]
-        if self.probe is not None:
-            r = self.config.readout
-            popt = make_optimizer(
-                list(self.probe.parameters()),
-                r.probe_optimizer,
-                r.probe_lr,
-                r.probe_momentum,
-                r.probe_weight_decay,
-            )
-            probe_total = total if r.probe_mode == "joint" else steps_per_epoch * r.probe_epochs
-            self.optimizers.append(popt)
-            self.schedulers.append(
-                torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_total))
-            )
+        r = self.config.readout
+        probe_total = total if r.probe_mode == "joint" else steps_per_epoch * r.probe_epochs
+        self._build_optimizers(total, probe_total)
 
     def phases(self) -> int:
         """One phase (all layers together), or one per layer for greedy training."""
@@ -313,8 +305,8 @@ class FFNet(NetBase):
                 assert self._cache is not None, "begin_phase was not called"
                 a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
             with self._autocast(a_pos):
-                h = self.layers[k](torch.cat([a_pos, a_neg]))
-                loss = self.layer_loss(k, h, len(a_pos))
+                h, scored = self.run_layer(k, torch.cat([a_pos, a_neg]))
+                loss = self.layer_loss(k, h, len(a_pos), scored)
             learn([loss], [f"layer {k}"], [self.optimizers[k]], [self.schedulers[k]], step=step)
             return {f"loss{k}": loss.detach()}
 
@@ -338,13 +330,13 @@ class FFNet(NetBase):
         losses: list[Tensor] = []
         parts: list[Tensor] = []
         with self._autocast(a):
-            for i, layer in enumerate(self.layers):
-                if i == 0 and shared is not None:
-                    assert isinstance(layer, FFLinear)  # _sharing_first
-                    a = layer.forward_shared(*shared, self.encoder.patterns.to(a.dtype))
+            for i in range(len(self.layers)):
+                if i == 0 and shared is not None:  # _sharing_first
+                    patterns = self.encoder.patterns.to(a.dtype)
+                    a, scored = self.run_layer(0, a, (shared[1], shared[2], patterns))
                 else:
-                    a = layer(a)
-                losses.append(self.layer_loss(i, a, b))
+                    a, scored = self.run_layer(i, a)
+                losses.append(self.layer_loss(i, a, b, scored))
                 if reuse and i in self.readout_layers:
                     parts.append(self._readout_norm(a[:b].detach().float()))
         if reuse:
@@ -388,15 +380,16 @@ class FFNet(NetBase):
             if first is not None:
                 codes = torch.eye(c, device=xf.device, dtype=xf.dtype).repeat(b, 1)
                 codes = codes * enc.value(xf).index_select(0, rows)[:, None]
-                h = first.forward_shared(enc.base(xf), rows, codes, enc.patterns.to(xf.dtype))
+                shared = (rows, codes, enc.patterns.to(xf.dtype))
+                h, scored = self.run_layer(0, enc.base(xf), shared)
             else:  # no shared product (the std norm is not a scale): every label stacked
                 labels = torch.arange(c, device=xf.device).repeat(b)
-                h = self.layers[0](enc.embed_labels(xf.index_select(0, rows), labels))
-            for i, layer in enumerate(self.layers):
+                h, scored = self.run_layer(0, enc.embed_labels(xf.index_select(0, rows), labels))
+            for i in range(len(self.layers)):
                 if i > 0:
-                    h = layer(h)
+                    h, scored = self.run_layer(i, h)
                 if i in layers:
-                    total += self.goodness(self.scored(i, h))
+                    total += self.goodness(scored)
         return total.view(b, c)
 
     @torch.no_grad()
@@ -408,10 +401,10 @@ class FFNet(NetBase):
         for c in range(self.num_classes):
             a = self.encoder.embed_labels(xf, torch.full_like(xf[:, 0], c, dtype=torch.long))
             total = torch.zeros(xf.shape[0], device=xf.device)
-            for i, layer in enumerate(self.layers):
-                a = layer(a)
+            for i in range(len(self.layers)):
+                a, scored = self.run_layer(i, a)
                 if i in layers:
-                    total += self.goodness(self.scored(i, a))
+                    total += self.goodness(scored)
             out.append(total)
         return torch.stack(out, dim=1)
 

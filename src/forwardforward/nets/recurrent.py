@@ -28,9 +28,6 @@ from forwardforward.negatives import NEGATIVES, Hard
 from forwardforward.nets.base import (
     NetBase,
     autocast_dtype,
-    lr_lambda,
-    make_optimizer,
-    optimizer_from_config,
     pixels,
 )
 from forwardforward.stepping import learn
@@ -168,28 +165,12 @@ class RecurrentFFNet(NetBase):
     # -- training --------------------------------------------------------------------------------
 
     def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
-        o = self.config.optim
+        """Every layer steps at every iteration shown the label (``every_step``) or once per
+        sequence; the classifier once per batch."""
         rc = self.config.recurrent
         epochs = self.config.train.epochs if epochs is None else epochs
         per_batch = rc.steps - rc.label_hidden_steps if rc.update == "every_step" else 1
-        total = steps_per_epoch * epochs * per_batch
-        self.optimizers = [optimizer_from_config(list(lay.parameters()), o) for lay in self.layers]
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, total, o.warmup))
-            for opt in self.optimizers
-        ]
-        if self.probe is not None:
-            r = self.config.readout
-            popt = make_optimizer(
-                list(self.probe.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
-                r.probe_weight_decay,
-            )  # fmt: skip
-            self.optimizers.append(popt)
-            self.schedulers.append(
-                torch.optim.lr_scheduler.LambdaLR(
-                    popt, lr_lambda(o.schedule, steps_per_epoch * epochs)
-                )
-            )
+        self._build_optimizers(steps_per_epoch * epochs * per_batch, steps_per_epoch * epochs)
 
     # -- the classifier ----------------------------------------------------------------------------
 
