@@ -25,7 +25,7 @@ from forwardforward.errors import (
 )
 from forwardforward.goodness import mean_squares, sum_squares
 from forwardforward.labels import Concatenate, LabelEncoder, OverwritePixels, TopRow
-from forwardforward.layers import FFLayer, FFLinear, FFLocallyConnected2d
+from forwardforward.layers import FFConv2d, FFLayer, FFLinear, FFLocallyConnected2d
 from forwardforward.loop import Callback, Checkpoint, Evaluate, Loop, accuracy, fit
 from forwardforward.losses import SymBa, ThresholdSoftplus, symba, threshold_softplus
 from forwardforward.negatives import AllWrong, Hard, RandomWrong
@@ -45,6 +45,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "Evaluate",
+    "FFConv2d",
     "FFError",
     "FFLayer",
     "FFLinear",

@@ -101,11 +101,14 @@ def fields_figure(
     layer: torch.nn.Module, in_shape: tuple[int, ...], n: int = 64
 ) -> npt.NDArray[np.uint8]:
     """The first layer's receptive fields: the input weights of its first ``n`` units (fully
-    connected) or the filters at the centre location (locally connected), each scaled to its
-    own range; the label slots of the input are left out."""
-    from forwardforward.layers import FFLinear, FFLocallyConnected2d
+    connected), the filters at the centre location (locally connected) or the shared filters
+    (convolutional), each scaled to its own range; the label slots of the input are left out."""
+    from forwardforward.layers import FFConv2d, FFLinear, FFLocallyConnected2d
 
     c, h, w = in_shape[0], in_shape[-2], in_shape[-1]
+    if isinstance(layer, FFConv2d):  # the shared filters, first input channel
+        filt = layer.weight[:n, 0]
+        return grid(normalise_each(filt), cols=min(8, filt.shape[0]), scale=8)
     if isinstance(layer, FFLocallyConnected2d):
         loc = (layer.out_h // 2) * layer.out_w + layer.out_w // 2
         k = layer.kernel_size

@@ -10,6 +10,7 @@ here, so a new kind's file is all the package needs.
 import importlib
 import pkgutil
 
+from forwardforward.layers.conv import FFConv2d
 from forwardforward.layers.core import (
     ACTIVATIONS,
     EPS,
@@ -55,6 +56,7 @@ __all__ = [
     "LAYER_KINDS",
     "NORMS",
     "PEER_FORMS",
+    "FFConv2d",
     "FFLayer",
     "FFLinear",
     "FFLocallyConnected2d",

@@ -161,9 +161,13 @@ class FFLayer(nn.Module):
         of ``relu(z)`` (SCFF) is computed on it while ``act(z)`` is passed on."""
         raise NotImplementedError
 
+    def activate(self, z: Tensor) -> Tensor:
+        """What the layer passes on, from its pre-activation: ``act(z)`` (a layer may pool it)."""
+        return self.act(z)
+
     def forward(self, x: Tensor) -> Tensor:
-        """``act(preactivation(x))``: ``(B, D) -> (B, H)``."""
-        return self.act(self.preactivation(x))
+        """``activate(preactivation(x))``: ``(B, D) -> (B, H)``."""
+        return self.activate(self.preactivation(x))
 
     def scale(self, sum_sq: Tensor) -> Tensor:
         """The normalisation factor of an input whose per-sample sum of squares is ``sum_sq``."""

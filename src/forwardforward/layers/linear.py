@@ -86,7 +86,7 @@ class FFLinear(FFLayer):
 
     def forward_shared(self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor) -> Tensor:
         """``act`` of :meth:`preactivation_shared`: :meth:`forward` of inputs that share images."""
-        return self.act(self.preactivation_shared(base, rows, codes, patterns))
+        return self.activate(self.preactivation_shared(base, rows, codes, patterns))
 
     def preactivation_shared(
         self, base: Tensor, rows: Tensor, codes: Tensor, patterns: Tensor

@@ -144,7 +144,7 @@ class FFNet(NetBase):
         else:
             h: Tensor = layer(a)
             return h, h
-        h = layer.act(z)
+        h = layer.activate(z)
         return h, (F.relu(z) if self.relu_goodness else h)
 
     def layer_loss(self, i: int, h: Tensor, b: int, scored: Tensor | None = None) -> Tensor:
