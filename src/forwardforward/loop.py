@@ -311,9 +311,8 @@ class Loop:
         tic = time.perf_counter()
         self._hook("begin_epoch", x, y, self.gen)
         sums: dict[str, Tensor] = {}
-        total = len(self.data) if isinstance(self.data, DataLoader) else None
-        if total is None:
-            total = math.ceil(len(y) / self.batch_size)
+        loader = isinstance(self.data, DataLoader)
+        total = len(self.data) if loader else math.ceil(len(y) / self.batch_size)
         bar = progress(
             self._batches(x, y),
             desc=self.describe(phase, epoch),
