@@ -11,7 +11,13 @@ from torch import Tensor, nn
 
 from forwardforward.errors import ConfigError
 from forwardforward.layers.core import FFLayer, normalize
-from forwardforward.layers.kinds import LayerKind, LayerSettings, Shape, register_layer_kind
+from forwardforward.layers.kinds import (
+    LayerKind,
+    LayerSettings,
+    Shape,
+    image_shape,
+    register_layer_kind,
+)
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -153,20 +159,12 @@ class ConvOptions:
             raise ValueError(f"padding and pool must be >= 0, got {self.padding}, {self.pool}")
 
 
-def _image(in_shape: Shape) -> tuple[int, int, int]:
-    if len(in_shape) != 3:
-        raise ConfigError(
-            f"a convolutional layer needs an image input (C, H, W), got shape {in_shape} "
-            "(it cannot follow a fully connected layer or take a concatenated label)"
-        )
-    return in_shape[0], in_shape[1], in_shape[2]
-
-
 def _build(options: ConvOptions, in_shape: Shape, settings: LayerSettings, first: bool) -> FFLayer:
     o = options
     try:
+        shape = image_shape(in_shape, "convolutional")
         return FFConv2d(
-            _image(in_shape), o.channels, o.kernel, o.stride, o.padding, o.groups, o.pool,
+            shape, o.channels, o.kernel, o.stride, o.padding, o.groups, o.pool,
             **settings.layer_args(),
         )  # fmt: skip
     except ValueError as exc:
@@ -175,7 +173,7 @@ def _build(options: ConvOptions, in_shape: Shape, settings: LayerSettings, first
 
 def _twin(options: ConvOptions, in_shape: Shape) -> tuple[nn.Module, Shape]:
     o = options
-    c, h, w = _image(in_shape)
+    c, h, w = image_shape(in_shape, "convolutional")
     conv = nn.Conv2d(c, o.channels, o.kernel, o.stride, o.padding, groups=o.groups)
     out_h, out_w = (
         conv_out(h, o.kernel, o.stride, o.padding),

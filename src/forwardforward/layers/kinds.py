@@ -34,6 +34,7 @@ __all__ = [
     "LayerKind",
     "LayerSettings",
     "Shape",
+    "image_shape",
     "layer_stack",
     "register_layer_kind",
 ]
@@ -100,6 +101,18 @@ class LayerKind:
 
 
 LAYER_KINDS: Registry[LayerKind] = Registry("layer kind", {})
+
+
+def image_shape(in_shape: Shape, layer: str) -> tuple[int, int, int]:
+    """``in_shape`` as ``(C, H, W)`` for a spatial layer (named ``layer`` in the error)."""
+    if len(in_shape) != 3:
+        from forwardforward.errors import ConfigError
+
+        raise ConfigError(
+            f"a {layer} layer needs an image input (C, H, W), got shape {in_shape} "
+            "(it cannot follow a fully connected layer or take a concatenated label)"
+        )
+    return in_shape[0], in_shape[1], in_shape[2]
 
 
 def register_layer_kind(kind: LayerKind) -> LayerKind:

@@ -10,9 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from forwardforward.errors import ConfigError
 from forwardforward.layers.core import FFLayer, normalize
-from forwardforward.layers.kinds import LayerKind, LayerSettings, Shape, register_layer_kind
+from forwardforward.layers.kinds import (
+    LayerKind,
+    LayerSettings,
+    Shape,
+    image_shape,
+    register_layer_kind,
+)
 
 
 def locally_connected(
@@ -162,25 +167,23 @@ class LocalOptions:
             )
 
 
-def _image(in_shape: Shape) -> tuple[int, int, int]:
-    if len(in_shape) != 3:
-        raise ConfigError(
-            f"a locally connected layer needs an image input (C, H, W), got shape {in_shape} "
-            "(it cannot follow a fully connected layer or take a concatenated label)"
-        )
-    return in_shape[0], in_shape[1], in_shape[2]
-
-
 def _build(options: LocalOptions, in_shape: Shape, settings: LayerSettings, first: bool) -> FFLayer:
     o = options
     return FFLocallyConnected2d(
-        _image(in_shape), o.channels, o.kernel, o.stride, o.padding, **settings.layer_args()
+        image_shape(in_shape, "locally connected"),
+        o.channels,
+        o.kernel,
+        o.stride,
+        o.padding,
+        **settings.layer_args(),
     )
 
 
 def _twin(options: LocalOptions, in_shape: Shape) -> tuple[nn.Module, Shape]:
     o = options
-    twin = LocallyConnected2d(_image(in_shape), o.channels, o.kernel, o.stride, o.padding)
+    twin = LocallyConnected2d(
+        image_shape(in_shape, "locally connected"), o.channels, o.kernel, o.stride, o.padding
+    )
     return twin, twin.out_shape
 
 
