@@ -4,8 +4,10 @@
     python benchmarks/presets.py table [--write README.md]
 
 Each run writes ``results/presets/<preset>.json`` (FF and backprop entries, merged with what is
-already there) and keeps the run folder under ``runs/bench/``. ``table`` prints a Markdown table
-of every stored result, with the command that produced it.
+already there) and keeps the run folder under ``runs/bench/``. A run with ``--set
+train.seed=N`` is another seed of the preset: it is stored beside the preset's own run (under
+``seeds``), and the table shows the mean of the seeds with each seed's figure. ``table`` prints
+a Markdown table of every stored result, with the command that produced it.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def run(
     STORE.mkdir(parents=True, exist_ok=True)
     path = STORE / f"{preset}.json"
     config = load_preset(preset, overrides)
+    seed = next((o.split("=", 1)[1].strip() for o in overrides if o.startswith("train.seed")), None)
     for kind in kinds:
-        out = ROOT / "runs" / "bench" / f"{preset}-{kind}"
+        suffix = f"-seed{seed}" if seed is not None else ""
+        out = ROOT / "runs" / "bench" / f"{preset}-{kind}{suffix}"
         again = resume and (out / CHECKPOINT).exists()
         if not again:
             shutil.rmtree(out, ignore_errors=True)
@@ -67,7 +71,11 @@ def run(
         )
         # read again: the other kind may have finished meanwhile in another process
         stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-        stored[kind] = results
+        if seed is not None:  # another seed, beside the preset's own run
+            results.pop("history")
+            stored.setdefault("seeds", {})[f"{kind}:{seed}"] = results
+        else:
+            stored[kind] = results
         path.write_text(json.dumps(stored, indent=2) + "\n")
         print(
             f"{preset} {kind}: test accuracy {results['test_acc']:.4f} "
@@ -120,6 +128,22 @@ def text_table(stored_runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
     return rows
 
 
+def _error_cell(stored: dict[str, Any], kind: str) -> str:
+    """The test error of ``kind``; with other seeds stored, their mean and each seed's."""
+    entry = stored.get(kind)
+    if not entry:
+        return "not run"
+    seeds = [(entry.get("seed", "preset"), entry["test_error_pct"])]
+    for key, other in sorted(stored.get("seeds", {}).items()):
+        if key.split(":")[0] == kind:
+            seeds.append((key.split(":")[1], other["test_error_pct"]))
+    if len(seeds) == 1:
+        return f"{entry['test_error_pct']:.2f}%"
+    mean = sum(e for _, e in seeds) / len(seeds)
+    each = ", ".join(f"{e:.2f}%" for _, e in seeds)
+    return f"{mean:.2f}% (mean of {len(seeds)} seeds: {each})"
+
+
 def table() -> str:
     rows = [
         "| preset | FF test error | backprop twin error | published / seed figure | FF wall time "
@@ -134,8 +158,7 @@ def table() -> str:
             text_runs.append((path.stem, stored))
             continue
         ref = (ff or bp or {}).get("reference", "")
-        ff_err = f"{ff['test_error_pct']:.2f}%" if ff else "not run"
-        bp_err = f"{bp['test_error_pct']:.2f}%" if bp else "not run"
+        ff_err, bp_err = _error_cell(stored, "ff"), _error_cell(stored, "backprop")
         wall = f"{ff['wall_seconds']:.0f} s" if ff else ""
         if ff and "init_wall_seconds" in ff:
             total = ff["wall_seconds"] + ff["init_wall_seconds"]

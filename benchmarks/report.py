@@ -77,10 +77,12 @@ def speed_section(result: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def tta_section(result: dict[str, Any] | None) -> list[str]:
-    lines = ["## Time to accuracy", ""]
+def tta_section(
+    result: dict[str, Any] | None, title: str = "Time to accuracy", how: str = ""
+) -> list[str]:
+    lines = [f"## {title}", ""]
     if result is None:
-        return [*lines, "Not run yet: `python benchmarks/time_to_accuracy.py`.", ""]
+        return [*lines, f"Not run yet: `python benchmarks/time_to_accuracy.py{how}`.", ""]
     target = 100 * result["target"]
     lines += [
         "Wall time from start, data loading and per-epoch test evaluation included, until the",
@@ -154,6 +156,58 @@ def eval_section(result: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def memory_section(result: dict[str, Any] | None) -> list[str]:
+    lines = ["## Memory against depth: a conv FF net and its backprop twin", ""]
+    if result is None:
+        return [*lines, "Not run yet: `python benchmarks/conv_memory.py`.", ""]
+    rows = {(r["depth"], r["kind"]): r for r in result["rows"]}
+    depths = sorted({r["depth"] for r in result["rows"]})
+    one = result["rows"][0]["one_activation_mb"]
+    lines += [
+        f"Peak memory of three training steps, less what the process held before them; every "
+        f"layer a 3x3 convolution of {result['channels']} channels (28x28, no pooling) and a "
+        f"batch norm, batch {result['batch']}, {result['precision']}, channel-wise FF against "
+        f"the same layers trained end to end. One layer's output is {one:.0f} MiB. "
+        f"{_where(result)}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| layers | FF peak | backprop peak | backprop / FF |",
+        "|---|---|---|---|",
+    ]
+    for d in depths:
+        ff, bp = rows[(d, "ff")]["peak_mb"], rows[(d, "backprop")]["peak_mb"]
+        lines.append(f"| {d} | {ff:.0f} MiB | {bp:.0f} MiB | {bp / max(ff, 1e-9):.1f} |")
+    lines += [
+        "",
+        "An FF layer's gradient is taken as soon as its loss is known and its graph is freed, so",
+        "only one layer's activations are alive at a time; backprop keeps every layer's until",
+        "the backward pass.",
+        "",
+    ]
+    return lines
+
+
+def conv_eval_section(result: dict[str, Any] | None) -> list[str]:
+    lines = ["## Evaluation speed of a conv FF net: channel groups against try-all labels", ""]
+    if result is None:
+        return [*lines, "Not run yet: `python benchmarks/conv_eval_speed.py`.", ""]
+    lines += [
+        f"The 10,000 MNIST test images, 1,000 per call, {result['precision']}: {result['source']}"
+        " against the classic FF conv net with the same conv layers and the label in its first "
+        f"pixels (untrained: its speed does not depend on its weights). {_where(result)}",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        "| readout | time | images/s | test accuracy |",
+        "|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        acc = f"{100 * r['test_acc']:.2f}%" if r["test_acc"] is not None else "(untrained)"
+        lines.append(f"| {r['readout']} | {r['seconds']:.2f} s | {r['images_per_s']:.0f} | {acc} |")
+    return [*lines, "", f"The channel-group readout is {result['speedup']:.1f}x faster.", ""]
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -165,6 +219,13 @@ def render() -> str:
     lines += speed_section(_load("speed"))
     lines += tta_section(_load("time_to_accuracy"))
     lines += eval_section(_load("eval_speed"))
+    lines += tta_section(
+        _load("time_to_accuracy_conv"),
+        "Time to accuracy: conv FF",
+        " --preset conv-mnist-quick --target 0.99 --name time_to_accuracy_conv",
+    )
+    lines += memory_section(_load("conv_memory"))
+    lines += conv_eval_section(_load("conv_eval_speed"))
     return "\n".join(lines)
 
 

@@ -21,8 +21,10 @@ def test_missing_results_are_listed_as_not_run(
 ) -> None:
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     text = report.render()
-    assert text.count("Not run yet") == 3
+    assert text.count("Not run yet") == 6
     assert "`python benchmarks/eval_speed.py`" in text
+    assert "`python benchmarks/conv_memory.py`" in text
+    assert "--preset conv-mnist-quick --target 0.99 --name time_to_accuracy_conv" in text
 
 
 def test_figures_and_commands_come_from_the_result_files(
@@ -63,7 +65,50 @@ def test_figures_and_commands_come_from_the_result_files(
     assert "| mnist-quick ff | 61.5 s | 3 | 98.61% | 80 s |" in text
     assert "| mnist-quick backprop | not reached |  | 98.45% | 50 s |" in text
     assert "29x faster" in text and "1234 MiB" in text
-    assert text.count("Not run yet") == 2
+    assert text.count("Not run yet") == 5
+
+
+def test_the_conv_sections_show_memory_against_depth_and_readout_speed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    rows = [
+        {"depth": d, "kind": k, "peak_mb": mb, "one_activation_mb": 30.6, "parameters": 1}
+        for d, k, mb in [(4, "ff", 100.0), (4, "backprop", 400.0), (8, "ff", 101.0),
+                         (8, "backprop", 800.0)]
+    ]  # fmt: skip
+    memory = {**ENV, "command": "python benchmarks/conv_memory.py", "channels": 40,
+              "batch": 256, "precision": "fp32", "rows": rows}  # fmt: skip
+    (tmp_path / "conv_memory.json").write_text(json.dumps(memory))
+    speed = {
+        **ENV, "command": "python benchmarks/conv_eval_speed.py", "source": "the run `r`",
+        "precision": "bf16", "speedup": 9.5,
+        "rows": [
+            {"readout": "channel groups, one pass", "seconds": 1.0, "images_per_s": 10000.0,
+             "test_acc": 0.991},
+            {"readout": "try-all labels", "seconds": 9.5, "images_per_s": 1052.6,
+             "test_acc": None},
+        ],
+    }  # fmt: skip
+    (tmp_path / "conv_eval_speed.json").write_text(json.dumps(speed))
+    text = report.render()
+    assert "| 4 | 100 MiB | 400 MiB | 4.0 |" in text and "| 8 | 101 MiB | 800 MiB | 7.9 |" in text
+    assert "| channel groups, one pass | 1.00 s | 10000 | 99.10% |" in text
+    assert "| try-all labels | 9.50 s | 1053 | (untrained) |" in text
+    assert "9.5x faster" in text and text.count("Not run yet") == 4
+
+
+def test_presets_table_shows_every_seed_and_their_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import presets  # type: ignore[import-not-found, unused-ignore]
+
+    monkeypatch.setattr(presets, "STORE", tmp_path)
+    entry = {"test_error_pct": 0.5, "wall_seconds": 20.0, "reference": "ref", "command": "c"}
+    seeds = {"ff:1": {**entry, "test_error_pct": 0.7}}
+    (tmp_path / "a.json").write_text(json.dumps({"ff": entry, "backprop": entry, "seeds": seeds}))
+    rows = {line.split(" | ")[0]: line for line in presets.table().splitlines()}
+    assert rows["| a"] == "| a | 0.60% (mean of 2 seeds: 0.50%, 0.70%) | 0.50% | ref | 20 s | `c` |"
 
 
 def test_presets_table_counts_the_time_of_the_run_a_preset_starts_from(

@@ -52,7 +52,7 @@ def test_every_preset_loads_and_validates(name: str) -> None:
     validate(config)
     assert config.name == name
     assert config.description, f"{name} has no description"
-    assert config.model.layers or config.model.local
+    assert config.model.depth > 0 and config.reference, f"{name}: no layers or no reference"
     assert all(w > 0 for w in config.model.layers)
     # the resolved configuration survives a round trip through plain data
     assert from_dict(RunConfig, to_dict(config)) == config

@@ -114,3 +114,25 @@ def test_bad_conv_options_name_the_table(tmp_path: Path) -> None:
     too_big = load_preset(str(path), ['model.stack=[{kind = "conv", channels = 4, kernel = 40}]'])
     with pytest.raises(ConfigError, match="does not fit a 28x28 input"):
         FFNet(too_big, (1, 28, 28), 10)
+
+
+def test_label_planes_give_a_conv_net_the_label_at_every_position() -> None:
+    from forwardforward.labels import LabelPlanes
+
+    enc = LabelPlanes(3, 2 * 16, plane=16)  # a 2-channel 4x4 image, 3 classes
+    x = torch.rand(5, 32)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    out = enc.embed_labels(x, y).view(5, 5, 4, 4)
+    assert torch.equal(out[:, :2].flatten(1), x)  # the image's own channels, untouched
+    for b in range(5):
+        for c in range(3):
+            assert bool((out[b, 2 + c] == float(c == y[b])).all())
+    assert torch.equal(enc.base(x), F.pad(x, (0, 48)))  # the image part: planes cleared
+    with pytest.raises(ValueError, match="do not tile"):
+        LabelPlanes(3, 30, plane=16)
+    config = load_preset("conv-ff-mnist", ["train.epochs=1"])
+    net = FFNet(config, (1, 28, 28), 10)
+    first = net.layers[0]
+    assert isinstance(first, FFConv2d) and first.in_shape == (11, 28, 28)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    assert net.eval().label_scores(images).shape == (4, 10)  # every label tried

@@ -436,6 +436,6 @@ def test_onehot_and_unknown_value() -> None:
 
 
 def test_label_encoder_registry() -> None:
-    assert set(LABEL_ENCODERS) == {"overwrite", "top_row", "concat", "none"}
+    assert set(LABEL_ENCODERS) == {"overwrite", "top_row", "concat", "planes", "none"}
     with pytest.raises(ConfigError, match="overwrite"):
         LABEL_ENCODERS["sideways"]

@@ -117,7 +117,7 @@ class ModelConfig:
         from forwardforward.layers import ACTIVATIONS, INITS, NORMS, PEER_FORMS
         from forwardforward.losses import LOSSES
 
-        _choice("model.kind", self.kind, ("feedforward", "recurrent"))
+        _choice("model.kind", self.kind, ("feedforward", "recurrent", "channelwise"))
         for registry, value in (
             (NORMS, self.norm),
             (ACTIVATIONS, self.activation),
@@ -131,7 +131,7 @@ class ModelConfig:
                 raise ConfigError(
                     f"model.local entries are [channels, kernel, stride, padding], got {spec}"
                 )
-        if self.kind == "feedforward":  # every layer's kind and its own options
+        if self.kind in ("feedforward", "channelwise"):  # every layer's kind and its options
             from forwardforward.layers import layer_stack
 
             layer_stack(self.local, self.stack, self.layers)
@@ -214,6 +214,92 @@ class RecurrentConfig:
             raise ConfigError(
                 f"recurrent.window must be [start, stop) within 0..{self.steps}, got {self.window}"
             )
+
+
+@dataclass
+class ChannelwiseConfig:
+    """Channel-wise competition (``model.kind = "channelwise"``; CwComp, DeeperForward): every
+    layer's channels split into one contiguous group per class, a group's goodness is its
+    class's score, each layer learns by a local cross-entropy over these scores. No label
+    enters the input and no negative data is drawn; one pass predicts."""
+
+    goodness: str = "mean_squares"
+    """A group's goodness: ``mean_squares`` of its activities (CwComp) or their ``mean``
+    (DeeperForward)."""
+    score_on: str = "output"
+    """What the goodness is computed on: the layer's ``output`` (after its ``out_norm``:
+    CwComp's batch norm) or its ``activation`` before the norm (DeeperForward: a group norm
+    leaves every group's mean at 0)."""
+    scale: float = 1.0
+    """The scores are multiplied by this before the softmax (a temperature's inverse)."""
+    windows: list[list[int]] = field(default_factory=list)
+    """One ``[start, stop)`` epoch window per layer (0-based): a layer learns only in its
+    window and is frozen (evaluation mode) outside it (CwComp's staggered "ILT" schedule).
+    Empty: every layer learns in every epoch."""
+    vote: str = "last"
+    """Which layers' scores are summed to predict: ``last``; ``all``; ``range`` (the layers
+    ``vote_range``); ``val``: after every epoch, the contiguous range of layers that scores
+    best on the validation split (``data.val_fraction``) is chosen, starting from
+    ``vote_range`` (DeeperForward's signal integrating and pruning); layers after the range
+    are not run to predict."""
+    vote_range: list[int] = field(default_factory=list)
+    """``[first, last]`` layers (0-based, inclusive) for ``vote = "range"`` or the start of
+    ``vote = "val"`` (empty: all layers)."""
+    recalibrate: int = 10000
+    """After every epoch, the batch norms' statistics are computed afresh, layer by layer, on
+    this many training images (the first ones, not augmented): the exact statistics of the
+    current weights instead of running averages that lag behind them (0: keep the running
+    averages). Needs the training set in memory (not a ``DataLoader``)."""
+    shortcuts: list[list[int | str]] = field(default_factory=list)
+    """Parameter-free residual shortcuts, ``[to, from, "add"]`` or ``[to, from, "concat"]``:
+    the output of layer ``from`` (detached, average-pooled to the resolution if it differs)
+    is added to, or concatenated along the channels with, the output of layer ``to > from``
+    before it is passed on (DeeperForward's ResNet)."""
+
+    def check(self, depth: int) -> None:
+        """This section's own rules, for a net of ``depth`` layers."""
+        _choice("channelwise.goodness", self.goodness, ("mean_squares", "mean"))
+        _choice("channelwise.score_on", self.score_on, ("output", "activation"))
+        _choice("channelwise.vote", self.vote, ("last", "all", "range", "val"))
+        if not (math.isfinite(self.scale) and self.scale > 0):
+            raise ConfigError(f"channelwise.scale must be positive, got {self.scale}")
+        if self.recalibrate < 0:
+            raise ConfigError(
+                f"channelwise.recalibrate must be >= 0 images, got {self.recalibrate}"
+            )
+        if self.windows and len(self.windows) != depth:
+            raise ConfigError(
+                f"channelwise.windows has {len(self.windows)} windows for {depth} layers: "
+                "give one [start, stop) per layer"
+            )
+        for w in self.windows:
+            if len(w) != 2 or not 0 <= w[0] < w[1]:
+                raise ConfigError(
+                    f"channelwise.windows entries are epochs [start, stop) with start < stop, "
+                    f"got {w}"
+                )
+        if self.vote == "range" and not self.vote_range:
+            raise ConfigError("channelwise.vote = 'range' needs channelwise.vote_range")
+        if self.vote_range and (
+            len(self.vote_range) != 2 or not 0 <= self.vote_range[0] <= self.vote_range[1] < depth
+        ):
+            raise ConfigError(
+                f"channelwise.vote_range is [first, last] within 0..{depth - 1}, got "
+                f"{self.vote_range}"
+            )
+        for sc in self.shortcuts:
+            ok = (
+                len(sc) == 3
+                and isinstance(sc[0], int)
+                and isinstance(sc[1], int)
+                and 0 <= sc[1] < sc[0] < depth
+                and sc[2] in ("add", "concat")
+            )
+            if not ok:
+                raise ConfigError(
+                    f"channelwise.shortcuts entries are [to, from, 'add' | 'concat'] with "
+                    f"0 <= from < to < {depth}, got {sc}"
+                )
 
 
 @dataclass
@@ -362,6 +448,9 @@ class TrainConfig:
     """Data augmentation: each training image is translated by its own random offset of up to
     this many pixels (zero-filled), anew every epoch, for the FF net, its ``after`` probe and
     the backprop twin alike (static image datasets only; 0: none)."""
+    augment_flip: bool = False
+    """Data augmentation: each training image is mirrored left to right with probability 1/2,
+    anew every epoch (CIFAR-10; not for digits)."""
     eval_every: int = 1
     eval_batch_size: int = 1000
     seed: int = 0
@@ -392,10 +481,11 @@ class TrainConfig:
             )
         if self.augment_shift < 0:
             raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {self.augment_shift}")
-        if self.augment_shift and self.schedule == "greedy" and self.greedy_inputs == "cached":
+        augmented = self.augment_shift or self.augment_flip
+        if augmented and self.schedule == "greedy" and self.greedy_inputs == "cached":
             raise ConfigError(
-                "train.augment_shift needs fresh inputs in greedy training: cached inputs are "
-                "computed once (set train.greedy_inputs = 'fresh')"
+                "train.augment_shift and train.augment_flip need fresh inputs in greedy "
+                "training: cached inputs are computed once (set train.greedy_inputs = 'fresh')"
             )
 
 
@@ -419,6 +509,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     recurrent: RecurrentConfig = field(default_factory=RecurrentConfig)
+    channelwise: ChannelwiseConfig = field(default_factory=ChannelwiseConfig)
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -575,12 +666,25 @@ def validate(config: RunConfig) -> None:
     d.check()
     m.check()
     config.recurrent.check()
+    config.channelwise.check(m.depth)
     neg.check()
     r.check()
     config.optim.check("optim")
     config.baseline.optim.check("baseline.optim")
     t.check()
     # -- rules across sections
+    if m.kind == "channelwise":
+        if t.schedule != "simultaneous" or r.kind != "goodness":
+            raise ConfigError(
+                "the channel-wise net trains its layers together (train.schedule = "
+                "'simultaneous'; channelwise.windows staggers them) and predicts by its class "
+                "groups' goodness (readout.kind = 'goodness')"
+            )
+        if config.channelwise.vote == "val" and d.val_fraction <= 0:
+            raise ConfigError(
+                "channelwise.vote = 'val' chooses the voting layers on a validation split: "
+                "set data.val_fraction > 0"
+            )
     if m.kind == "recurrent":
         if neg.kind not in ("random_wrong", "hard"):
             raise ConfigError(
@@ -615,8 +719,9 @@ def validate(config: RunConfig) -> None:
     for i in r.layers:
         if not 0 <= i < m.depth:
             raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{m.depth - 1}")
-    if t.augment_shift and d.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
-        raise ConfigError(f"train.augment_shift translates images: not for dataset {d.dataset!r}")
+    for key, on in (("augment_shift", t.augment_shift), ("augment_flip", t.augment_flip)):
+        if on and d.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
+            raise ConfigError(f"train.{key} changes images: not for dataset {d.dataset!r}")
     random_fixed = r.kind == "probe" and r.probe_mode == "after"
     if t.epochs == 0 and not (t.init or random_fixed):
         raise ConfigError(

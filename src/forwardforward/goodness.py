@@ -71,3 +71,26 @@ GOODNESS: Registry[Goodness] = Registry(
 def signed(goodness: Tensor, maximize: bool) -> Tensor:
     """The score of a goodness: itself when goodness is maximised, its negation otherwise."""
     return goodness if maximize else torch.neg(goodness)
+
+
+# ---------------------------------------------------------------------------------------------
+# Goodness over class channel groups (CwComp, DeeperForward): one score per class.
+
+
+def group_goodness(h: Tensor, groups: int, kind: str = "mean_squares") -> Tensor:
+    """One goodness per contiguous group of features: ``(B, F) -> (B, groups)``.
+
+    ``h`` is a layer's output flattened channel-major (``(B, C, H, W).flatten(1)``), so that
+    group ``k`` holds channels ``k C / groups ... (k + 1) C / groups - 1`` over every position.
+    ``kind``: ``mean_squares`` (CwComp) or ``mean`` (DeeperForward) over the group's features.
+    Computed in fp32 for bf16 activities.
+    """
+    b, f = h.shape[0], h[0].numel()
+    if f % groups:
+        raise ValueError(f"{f} features do not split into {groups} equal groups")
+    grouped = h.reshape(b, groups, f // groups).float()
+    if kind == "mean":
+        return grouped.mean(2)
+    if kind == "mean_squares":
+        return grouped.square().mean(2)
+    raise ValueError(f"unknown group goodness {kind!r}; choose one of: mean_squares, mean")

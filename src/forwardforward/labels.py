@@ -126,6 +126,33 @@ class Concatenate(LabelEncoder):
         return F.pad(x, (0, self.num_classes))
 
 
+class LabelPlanes(LabelEncoder):
+    """The label as a spatial pattern for conv nets: ``C`` extra image planes after the image's
+    channels, the label's plane all ones and the others zero, so that every position of a
+    convolution sees it (its filters' weights on the planes are a learned class embedding).
+    ``D' = D + C H W``; an image of shape ``(K, H, W)`` becomes ``(K + C, H, W)``.
+
+    Args:
+        plane: ``H W``, the number of pixels of one image plane.
+    """
+
+    def __init__(
+        self, num_classes: int, in_features: int, value: str = "one", plane: int = 784
+    ) -> None:
+        super().__init__(num_classes, in_features, value)
+        if plane < 1 or in_features % plane:
+            raise ValueError(f"label planes of {plane} pixels do not tile {in_features} features")
+        patterns = torch.zeros(num_classes, in_features + num_classes * plane)
+        for c in range(num_classes):
+            start = in_features + c * plane
+            patterns[c, start : start + plane] = 1.0
+        self.register_buffer("patterns", patterns, persistent=False)
+        self.plane = plane
+
+    def base(self, x: Tensor) -> Tensor:
+        return F.pad(x, (0, self.num_classes * self.plane))
+
+
 class NoLabel(LabelEncoder):
     """No label in the input (unsupervised FF): ``embed(x, q) = x``."""
 
@@ -139,5 +166,11 @@ class NoLabel(LabelEncoder):
 
 LABEL_ENCODERS: Registry[type[LabelEncoder]] = Registry(
     "label encoder",
-    {"overwrite": OverwritePixels, "top_row": TopRow, "concat": Concatenate, "none": NoLabel},
+    {
+        "overwrite": OverwritePixels,
+        "top_row": TopRow,
+        "concat": Concatenate,
+        "planes": LabelPlanes,
+        "none": NoLabel,
+    },
 )

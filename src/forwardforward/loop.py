@@ -334,6 +334,7 @@ class Loop:
             if self.progress and i % 20 == 0:
                 bar.set_postfix({k: f"{float(v):.4f}" for k, v in metrics.items()})
         bar.close()
+        self._hook("end_epoch", x, y, self.gen)
         last = epoch == self.epochs - 1
         if last:
             self._hook("end_phase", phase, x, y, self.gen)

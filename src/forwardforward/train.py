@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from forwardforward.augment import augmentation
 from forwardforward.checkpoint import atomic_write_text, load_into, read_checkpoint, save_checkpoint
 from forwardforward.config import RunConfig, from_dict, to_dict, validate
 from forwardforward.data.fetch import resolve_cache_dir
@@ -46,9 +47,9 @@ from forwardforward.loop import (
     perplexity,
     restore_loop,
 )
-from forwardforward.negatives import shift_images
 from forwardforward.nets.backprop import BackpropNet, RecurrentBackpropNet
 from forwardforward.nets.base import FFModule
+from forwardforward.nets.channelwise import ChannelwiseBackpropNet, ChannelwiseNet, ChooseVoters
 from forwardforward.nets.feedforward import FFNet
 from forwardforward.nets.recurrent import RecurrentFFNet
 from forwardforward.nets.sequence import SequenceFFNet
@@ -156,6 +157,11 @@ def build_net(
     """The network a configuration describes (or its backprop twin), for inputs framed as its
     dataset frames them (images, frames over time, symbol windows)."""
     frames = framing(config.data.dataset)
+    if config.model.kind == "channelwise":
+        if frames.kind != "image":
+            raise ConfigError("model.kind = 'channelwise' is for image datasets")
+        net = ChannelwiseBackpropNet if backprop else ChannelwiseNet
+        return net(config, in_shape, num_classes)
     if backprop:
         if config.model.kind == "recurrent":
             return RecurrentBackpropNet(config, in_shape, num_classes, frames=frames.frames)
@@ -254,9 +260,13 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(ds.train) / t.batch_size)
         self.net.configure(self.steps_per_epoch, self.epochs)
         split_name, split = self.eval_split()
-        callbacks: list[Callback] = [
+        callbacks: list[Callback] = []
+        if isinstance(self.net, ChannelwiseNet) and self.config.channelwise.vote == "val":
+            assert ds.val is not None  # validate() asks for data.val_fraction
+            callbacks.append(ChooseVoters(ds.val, t.eval_batch_size))
+        callbacks.append(
             Evaluate(split, split_name, every=t.eval_every, batch_size=t.eval_batch_size)
-        ]
+        )
         if self.out_dir is not None:
             callbacks.append(RunFolder(self, self.out_dir))
         if progress_style(self.progress) != "off":
@@ -264,7 +274,6 @@ class Trainer:
         kill = _parse_kill(os.environ.get(KILL_ENV, ""))
         if kill:
             callbacks.append(KillAtStep(*kill))
-        shift = t.augment_shift
         self.loop = Loop(
             self.net,
             ds.train,
@@ -272,7 +281,7 @@ class Trainer:
             t.batch_size,
             gen=torch.Generator(device=self.device).manual_seed(t.seed),
             callbacks=callbacks,
-            transform=(lambda x, gen: shift_images(x, shift, gen)) if shift else None,
+            transform=augmentation(t.augment_shift, t.augment_flip),
             progress=self.progress,
             name=self.kind,
             start=start,

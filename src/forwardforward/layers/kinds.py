@@ -47,7 +47,8 @@ Shape = tuple[int, ...]
 class LayerSettings:
     """What every FF layer of a net shares, from the ``model`` section: input normalisation,
     activation, bias, initialisation, peer normalisation; ``pairs``: the first layer takes
-    SCFF's pair of images normalised side by side (``negatives.pairing = "shared"``)."""
+    SCFF's pair of images normalised side by side (``negatives.pairing = "shared"``);
+    ``classes``: the number of class channel groups (a ``group`` out_norm)."""
 
     norm: str = "rms"
     activation: str = "relu"
@@ -57,6 +58,7 @@ class LayerSettings:
     peer_momentum: float = 0.9
     peer_form: str = "loss"
     pairs: bool = False
+    classes: int = 0
 
     def layer_args(self) -> dict[str, Any]:
         """The keyword arguments every FF layer takes."""

@@ -106,6 +106,11 @@ class FFModule(OwnsOptimizers, nn.Module):
         """Called before every epoch, with the run's generator (e.g. to refresh negatives)."""
         return None
 
+    def end_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        """Called after every epoch's last step, before it is evaluated (``x``, ``y``: the
+        training set, empty for a ``DataLoader``)."""
+        return None
+
 
 class NetBase(FFModule):
     """What the networks built from a :class:`~forwardforward.config.RunConfig` share."""

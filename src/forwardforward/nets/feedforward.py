@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError
-from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, TopRow
+from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, LabelPlanes, TopRow
 from forwardforward.layers import FFLayer, FFLinear, LayerSettings, layer_stack
 from forwardforward.layers.kinds import Shape
 from forwardforward.losses import LocalObjective
@@ -39,6 +39,8 @@ def make_encoder(
     d = math.prod(in_shape)
     if cls is TopRow:
         return TopRow(num_classes, d, value, width=in_shape[-1])
+    if cls is LabelPlanes:
+        return LabelPlanes(num_classes, d, value, plane=in_shape[-1] * in_shape[-2])
     return cls(num_classes, d, value)
 
 
@@ -106,6 +108,7 @@ class FFNet(NetBase):
             norm=m.norm, activation=m.activation, bias=m.bias, init=m.init,
             peer_weight=m.peer_weight, peer_momentum=m.peer_momentum, peer_form=m.peer_form,
             pairs=neg.kind == "self_contrastive" and neg.pairing == "shared",
+            classes=self.num_classes,
         )  # fmt: skip
         h, w = self.in_shape[-2:]
         # an image (SCFF pairs images along the channels), or flat when a label is appended

@@ -1,0 +1,400 @@
+"""Channel-wise competitive FF (CwComp, AAAI 2024; DeeperForward, ICLR 2025).
+
+Every layer's channels are split into one contiguous group per class; a group's goodness (the
+mean square or the mean of its activities) is that class's score, and each layer learns from a
+local cross-entropy over its scores (CwComp's CFSE loss, DeeperForward's loss). The label never
+enters the input and no negative data is drawn: the other classes' groups of the same image
+are its negatives. Prediction is one pass: the scores of the voting layers, summed.
+
+What makes the methods work is here as options (``[channelwise]``): staggered per-layer epoch
+windows (CwComp), parameter-free residual shortcuts and the choice of the voting layers on a
+held-out split (DeeperForward). The backprop twin is :class:`ChannelwiseBackpropNet`: the same
+layers, shortcuts included, and a linear output, trained end to end.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from forwardforward.config import RunConfig
+from forwardforward.data.vision import Split
+from forwardforward.errors import ConfigError
+from forwardforward.goodness import group_goodness
+from forwardforward.layers import FFLayer
+from forwardforward.layers.kinds import LayerSettings, Shape, layer_stack
+from forwardforward.loop import Callback, Loop
+from forwardforward.nets.backprop import BackpropNet
+from forwardforward.nets.base import (
+    NetBase,
+    autocast_dtype,
+    lr_lambda,
+    optimizer_from_config,
+    pixels,
+)
+from forwardforward.stepping import check_finite, step_all
+
+__all__ = ["ChannelwiseBackpropNet", "ChannelwiseNet", "ChooseVoters", "build_channelwise_layers"]
+
+
+def _activate_scored(layer: FFLayer, z: Tensor) -> tuple[Tensor, Tensor]:
+    """A layer's output and its activities before any output norm (flat, both)."""
+    scored = getattr(layer, "activate_scored", None)
+    if scored is not None:
+        return cast(tuple[Tensor, Tensor], scored(z))
+    h = layer.activate(z)
+    return h, h
+
+
+def _channels(shape: Shape) -> tuple[int, int]:
+    """``(channels, positions)`` of a layer output's shape (a flat output: ``(D, 1)``)."""
+    if len(shape) == 3:
+        return shape[0], shape[1] * shape[2]
+    return shape[0], 1
+
+
+def build_channelwise_layers(
+    config: RunConfig, in_shape: Shape, num_classes: int
+) -> tuple[list[FFLayer], list[Shape]]:
+    """The layers of a channel-wise net and the shape each passes on (after its shortcut:
+    a ``concat`` shortcut adds the channels of its source).
+
+    Raises:
+        ConfigError: a layer whose channels do not split into one group per class, or a
+            shortcut whose source does not fit its target.
+    """
+    m, cw = config.model, config.channelwise
+    settings = LayerSettings(
+        norm=m.norm, activation=m.activation, bias=m.bias, init=m.init, classes=num_classes
+    )
+    layers: list[FFLayer] = []
+    shapes: list[Shape] = []
+    shortcuts = {int(sc[0]): (int(sc[1]), str(sc[2])) for sc in cw.shortcuts}
+    shape = in_shape
+    for i, (kind, options) in enumerate(layer_stack(m.local, m.stack, m.layers)):
+        layer = kind.build(options, shape, settings, not layers)
+        out = tuple(layer.out_shape)
+        channels, _ = _channels(out)
+        if channels % num_classes:
+            raise ConfigError(
+                f"layer {i} has {channels} channels: the channel-wise net needs a multiple of "
+                f"the {num_classes} classes (one channel group per class)"
+            )
+        if i in shortcuts:
+            src, op = shortcuts[i]
+            s_shape = shapes[src]
+            if len(s_shape) != len(out) or (
+                len(out) == 3
+                and (
+                    s_shape[1] % out[1]
+                    or s_shape[2] % out[2]
+                    or s_shape[1] // out[1] != s_shape[2] // out[2]
+                )
+            ):
+                raise ConfigError(
+                    f"channelwise.shortcuts: layer {src}'s output {s_shape} cannot be pooled to "
+                    f"layer {i}'s {out}"
+                )
+            if op == "add" and s_shape[0] != out[0]:
+                raise ConfigError(
+                    f"channelwise.shortcuts: an add shortcut needs equal channels, layer {src} "
+                    f"has {s_shape[0]} and layer {i} has {out[0]}"
+                )
+            if op == "concat":
+                out = (out[0] + s_shape[0], *out[1:])
+        layers.append(layer)
+        shapes.append(out)
+        shape = out
+    return layers, shapes
+
+
+class _Shortcuts:
+    """Applies the net's residual shortcuts to a layer's output, from the outputs kept so far."""
+
+    def __init__(self, config: RunConfig, shapes: list[Shape], layer_shapes: list[Shape]) -> None:
+        self.table = {int(sc[0]): (int(sc[1]), str(sc[2])) for sc in config.channelwise.shortcuts}
+        self.sources = {src for src, _ in self.table.values()}
+        self.shapes, self.layer_shapes = shapes, layer_shapes
+
+    def __call__(self, i: int, out: Tensor, kept: dict[int, Tensor]) -> Tensor:
+        """Layer ``i``'s flat output ``out`` with its shortcut applied; keeps it if a later
+        shortcut reads it."""
+        if i in self.table:
+            src, op = self.table[i]
+            s = kept[src].detach()
+            target = self.layer_shapes[i]
+            if len(target) == 3:
+                s = s.view(s.shape[0], *self.shapes[src])
+                factor = self.shapes[src][1] // target[1]
+                if factor > 1:
+                    s = F.avg_pool2d(s, factor)
+                o = out.view(out.shape[0], *target)
+                out = (o + s if op == "add" else torch.cat([o, s], 1)).flatten(1)
+            else:
+                out = out + s if op == "add" else torch.cat([out, s], 1)
+        if i in self.sources:
+            kept[i] = out
+        return out
+
+
+class ChannelwiseNet(NetBase):
+    """The channel-wise competitive FF net (``model.kind = "channelwise"``).
+
+    Args:
+        config: a run configuration with ``model.kind = "channelwise"``; its ``model.stack``
+            (and ``model.layers``) are the layers, its ``[channelwise]`` section the method.
+        in_shape: ``(C, H, W)`` of an image.
+        num_classes: the number of classes (and of channel groups in every layer).
+    """
+
+    steps_done: Tensor
+    voters: Tensor
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        self.config = config
+        self.in_shape = tuple(in_shape)
+        self.num_classes = num_classes
+        made, self.shapes = build_channelwise_layers(config, self.in_shape, num_classes)
+        self.layers = nn.ModuleList(made)
+        self.shortcuts = _Shortcuts(config, self.shapes, [tuple(la.out_shape) for la in made])
+        self.probe = None
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
+        self.autocast_dtype = autocast_dtype(config.train.precision)
+        cw = config.channelwise
+        first, last = cw.vote_range or [0, len(made) - 1]
+        if cw.vote == "last":
+            first = last = len(made) - 1
+        elif cw.vote == "all":
+            first, last = 0, len(made) - 1
+        self.register_buffer("voters", torch.tensor([first, last]))
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.steps_per_epoch = 1
+        self.windows = [list(w) for w in cw.windows]
+
+    # -- the objective ---------------------------------------------------------------------------
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Images ``(B, ...)`` -> flat float inputs ``(B, C H W)``."""
+        m = self.config.model
+        return pixels(x.reshape(x.shape[0], -1), m.input_mean, m.input_std)
+
+    def scores(self, scored: Tensor) -> Tensor:
+        """Class scores ``(B, K)`` of a layer's activities ``(B, F)``: its groups' goodness."""
+        cw = self.config.channelwise
+        return group_goodness(scored, self.num_classes, cw.goodness) * cw.scale
+
+    def run_layer(self, i: int, h: Tensor, kept: dict[int, Tensor]) -> tuple[Tensor, Tensor]:
+        """Layer ``i`` on ``h``: what it passes on (shortcut applied) and its class scores."""
+        layer = cast(FFLayer, self.layers[i])
+        with self._autocast(h):
+            out, act = _activate_scored(layer, layer.preactivation(h))
+        scored = out if self.config.channelwise.score_on == "output" else act
+        return self.shortcuts(i, out, kept), self.scores(scored)
+
+    # -- training --------------------------------------------------------------------------------
+
+    def window(self, i: int) -> tuple[int, int]:
+        """Layer ``i``'s epochs ``[start, stop)`` (default: every epoch)."""
+        if self.windows:
+            return self.windows[i][0], self.windows[i][1]
+        return 0, 1 << 30
+
+    def epoch(self) -> int:
+        """The epoch the next training step belongs to (0-based)."""
+        return int(self.steps_done) // self.steps_per_epoch
+
+    def active(self, epoch: int) -> list[int]:
+        """The layers that learn in ``epoch``."""
+        return [
+            i for i in range(len(self.layers)) if self.window(i)[0] <= epoch < self.window(i)[1]
+        ]
+
+    def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
+        """One optimiser per layer, each with its schedule over the steps of its own window
+        (cut at the run's ``epochs``, default ``train.epochs``)."""
+        epochs = self.config.train.epochs if epochs is None else epochs
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        o = self.config.optim
+        self.optimizers, self.schedulers = [], []
+        for i, layer in enumerate(self.layers):
+            start, stop = self.window(i)
+            steps = max(min(stop, epochs) - start, 1) * steps_per_epoch
+            opt = optimizer_from_config(list(layer.parameters()), o)
+            self.optimizers.append(opt)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, steps, o.warmup))
+            )
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """Every layer in its window takes one step on its local cross-entropy; the frozen
+        layers below them run in evaluation mode, the layers above them not at all. Each
+        layer's gradient is computed as soon as its loss is (so only one layer's activations
+        are alive at a time); the optimisers step once every loss is known to be finite."""
+        active = self.active(self.epoch())
+        self.steps_done += 1
+        if not active:
+            return {}
+        h, kept = self.prepare(x), cast(dict[int, Tensor], {})
+        losses: list[Tensor] = []
+        correct = h.new_zeros(())
+        step = int(self.steps_done) - 1
+        for i in range(max(active) + 1):
+            layer = self.layers[i]
+            if i in active:
+                h, s = self.run_layer(i, h, kept)
+                loss = F.cross_entropy(s, y)
+                # each layer's graph is freed at once: one layer's activations at a time
+                check_finite([loss], [f"layer {i}"], step)
+                loss.backward()
+                losses.append(loss.detach())
+                correct = (s.detach().argmax(1) == y).float().mean()
+            else:
+                layer.eval()
+                with torch.no_grad():
+                    h, _ = self.run_layer(i, h, kept)
+                layer.train(self.training)
+        # no weight moves before every layer's loss is known to be finite
+        step_all([self.optimizers[i] for i in active], [self.schedulers[i] for i in active])
+        return {"loss": torch.stack(losses).mean(), "layer_acc": correct}
+
+    def end_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
+        """Recompute the batch norms' statistics of the layers that learnt in the epoch just
+        finished (and of those below them) on the first ``channelwise.recalibrate`` training
+        images; nothing for a ``DataLoader`` (``x`` is empty)."""
+        n = self.config.channelwise.recalibrate
+        active = self.active(self.epoch() - 1)
+        if n and active and len(x):
+            self.recalibrate(x[:n], max(active))
+
+    @torch.no_grad()
+    def recalibrate(self, x: Tensor, last: int, batch_size: int = 500) -> None:
+        """Exact batch-norm statistics for layers ``0..last`` on images ``x``, layer by layer:
+        each layer's inputs come from the layers below in evaluation mode, with their new
+        statistics (the precise-BN procedure)."""
+        was = self.training
+        h_all = [self.prepare(xb) for xb in x.split(batch_size)]
+        kept_all: list[dict[int, Tensor]] = [{} for _ in h_all]
+        for i in range(last + 1):
+            layer = self.layers[i]
+            norms = [m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+            if norms:
+                for bn in norms:
+                    bn.reset_running_stats()
+                    bn.momentum = None  # a cumulative average over the batches
+                layer.train()
+                for hb in h_all:
+                    self.run_layer(i, hb, {})
+                for bn in norms:
+                    bn.momentum = 0.1
+            layer.eval()
+            h_all = [
+                self.run_layer(i, hb, kept)[0] for hb, kept in zip(h_all, kept_all, strict=True)
+            ]
+        self.train(was)
+
+    # -- prediction ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def layer_scores(self, x: Tensor, last: int | None = None) -> list[Tensor]:
+        """Every layer's class scores ``(B, K)`` (up to layer ``last``), in one pass."""
+        h, kept = self.prepare(x), cast(dict[int, Tensor], {})
+        out: list[Tensor] = []
+        stop = len(self.layers) if last is None else last + 1
+        for i in range(stop):
+            h, s = self.run_layer(i, h, kept)
+            out.append(s)
+        return out
+
+    @torch.no_grad()
+    def label_scores(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
+        """The summed scores of the voting layers ``(B, K)`` (or of ``layers``)."""
+        first, last = (int(v) for v in self.voters)
+        chosen = list(range(first, last + 1)) if layers is None else layers
+        per_layer = self.layer_scores(x, max(chosen))
+        return torch.stack([per_layer[i] for i in chosen]).sum(0)
+
+    @torch.no_grad()
+    def predict(self, x: Tensor) -> Tensor:
+        """The class whose groups score highest in the voting layers ``(B,)``: one pass."""
+        return self.label_scores(x).argmax(1)
+
+    @torch.no_grad()
+    def choose_voters(self, split: Split, batch_size: int = 1000) -> dict[str, Any]:
+        """Choose the contiguous range of voting layers that scores best on ``split``
+        (DeeperForward's signal integrating and pruning): ties go to the range that runs fewer
+        layers, then to the later first layer. Returns the range and its accuracy."""
+        was = self.training
+        self.eval()
+        n = len(self.layers)
+        correct = torch.zeros(n, n)
+        for xb, yb in zip(
+            split.images.split(batch_size), split.labels.split(batch_size), strict=True
+        ):
+            per_layer = torch.stack(self.layer_scores(xb))  # (L, B, K)
+            prefix = torch.cat([torch.zeros_like(per_layer[:1]), per_layer.cumsum(0)])
+            for s in range(n):
+                for e in range(s, n):
+                    pred = (prefix[e + 1] - prefix[s]).argmax(1)
+                    correct[s, e] += float((pred == yb).sum())
+        self.train(was)
+        best, choice = -1.0, (n - 1, n - 1)
+        for e in range(n):
+            for s in range(e, -1, -1):
+                if correct[s, e] > best:
+                    best, choice = float(correct[s, e]), (s, e)
+        self.voters.copy_(torch.tensor(choice))
+        return {"voters": list(choice), "voters_acc": best / max(len(split), 1)}
+
+
+class ChooseVoters(Callback):
+    """After every epoch, a channel-wise net chooses its voting layers on ``split`` (a
+    validation split, never the test set), before the epoch is evaluated."""
+
+    def __init__(self, split: Split, batch_size: int = 1000) -> None:
+        self.split, self.batch_size = split, batch_size
+
+    def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
+        net = loop.module
+        assert isinstance(net, ChannelwiseNet)
+        record.update(net.choose_voters(self.split, self.batch_size))
+
+
+class ChannelwiseBackpropNet(BackpropNet):
+    """The backprop twin of a channel-wise net: the very same layers (built by the same code,
+    shortcuts included) with their inputs no longer detached, and a linear output on the last
+    layer, trained end to end with cross-entropy."""
+
+    def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+        nn.Module.__init__(self)
+        self.config = config
+        self.in_shape = tuple(in_shape)
+        made, self.shapes = build_channelwise_layers(config, self.in_shape, num_classes)
+        for layer in made:
+            if not hasattr(layer, "detach"):
+                raise ConfigError(f"the backprop twin cannot undetach a {type(layer).__name__}")
+            setattr(layer, "detach", False)  # noqa: B010 (any layer kind with the flag)
+        self.layers = nn.ModuleList(made)
+        self.shortcuts = _Shortcuts(config, self.shapes, [tuple(la.out_shape) for la in made])
+        self.head = nn.Linear(math.prod(self.shapes[-1]), num_classes)
+        self.optimizers = []
+        self.schedulers = []
+        self.autocast_dtype = autocast_dtype(config.train.precision)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Images ``(B, ...)`` -> logits ``(B, C)``."""
+        m = self.config.model
+        h = pixels(x.reshape(x.shape[0], -1), m.input_mean, m.input_std)
+        kept: dict[int, Tensor] = {}
+        for i, layer in enumerate(self.layers):
+            out, _ = _activate_scored(cast(FFLayer, layer), cast(FFLayer, layer).preactivation(h))
+            h = self.shortcuts(i, out, kept)
+        logits: Tensor = self.head(h)
+        return logits
