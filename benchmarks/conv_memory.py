@@ -5,7 +5,10 @@ several depths, same width, batch and input.
 
 Every (net, depth) is measured in a fresh process: the peak resident memory (CPU) or the peak
 allocated memory (CUDA) during three training steps, less what the process held before the
-first step (the library, the net, the data). Each layer is a 3x3 convolution (padding 1, no
+first step (the library, the net, the data). On CPU the child runs with a fixed malloc mmap
+threshold (``MALLOC_MMAP_THRESHOLD_``): every large tensor is then mapped on its own and handed
+back when it is freed, so the resident size follows the live tensors (with glibc's sliding
+threshold, freed blocks stay in the heap and the peak measures its fragmentation instead). Each layer is a 3x3 convolution (padding 1, no
 pooling) followed by a batch norm, so every layer's activations are the same size. Writes
 ``results/conv_memory.json``.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -103,6 +107,7 @@ def main() -> None:
                  "--channels", str(args.channels), "--batch", str(args.batch),
                  "--device", args.device, "--precision", args.precision],
                 check=True, capture_output=True, text=True,
+                env={**os.environ, "MALLOC_MMAP_THRESHOLD_": str(1 << 17)},
             )  # fmt: skip
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)

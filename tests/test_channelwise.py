@@ -301,3 +301,16 @@ def test_recalibration_gives_the_exact_batch_norm_statistics(tmp_path: Path) -> 
         assert_close_reduced(bn1.running_mean, a1.mean((0, 2, 3)), 2 * 40 * 196 + 4)
     tracked = _bn(net, 2).num_batches_tracked
     assert tracked is not None and int(tracked) == 0  # above ``last``: untouched
+
+
+def test_fit_chooses_the_voters_before_it_evaluates_the_epoch(tmp_path: Path) -> None:
+    from forwardforward import ChooseVoters, accuracy, fit
+
+    config = _config(tmp_path, ["data.val_fraction=0.1", "channelwise.vote=val", "optim.lr=0.003"])
+    ds = synthetic_dataset(n_train=600, n_test=200, val_fraction=0.1)
+    assert ds.val is not None
+    net = ChannelwiseNet(config, (1, 28, 28), 10)
+    history = fit(net, ds, epochs=2, batch_size=50, callbacks=[ChooseVoters(ds.val)])
+    assert [list(r["voters"]) for r in history][-1] == net.voters.tolist()
+    # the epoch's test accuracy is the one of the voters chosen in that epoch
+    assert history[-1]["test_acc"] == accuracy(net, ds.test)

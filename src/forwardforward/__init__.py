@@ -23,13 +23,14 @@ from forwardforward.errors import (
     FFError,
     TrainingDiverged,
 )
-from forwardforward.goodness import mean_squares, sum_squares
-from forwardforward.labels import Concatenate, LabelEncoder, OverwritePixels, TopRow
+from forwardforward.goodness import group_goodness, mean_squares, sum_squares
+from forwardforward.labels import Concatenate, LabelEncoder, LabelPlanes, OverwritePixels, TopRow
 from forwardforward.layers import FFConv2d, FFLayer, FFLinear, FFLocallyConnected2d
 from forwardforward.loop import Callback, Checkpoint, Evaluate, Loop, accuracy, fit
 from forwardforward.losses import SymBa, ThresholdSoftplus, symba, threshold_softplus
 from forwardforward.negatives import AllWrong, Hard, RandomWrong
 from forwardforward.nets import FFModule, FFNet
+from forwardforward.nets.channelwise import ChannelwiseNet, ChooseVoters
 from forwardforward.perf import keep_freed_memory
 from forwardforward.sequential import FFSequential
 from forwardforward.train import Trainer, load_run
@@ -39,8 +40,10 @@ __version__ = "0.1.0"
 __all__ = [
     "AllWrong",
     "Callback",
+    "ChannelwiseNet",
     "Checkpoint",
     "CheckpointError",
+    "ChooseVoters",
     "Concatenate",
     "ConfigError",
     "DataError",
@@ -56,6 +59,7 @@ __all__ = [
     "FetchError",
     "Hard",
     "LabelEncoder",
+    "LabelPlanes",
     "Loop",
     "OverwritePixels",
     "RandomWrong",
@@ -68,6 +72,7 @@ __all__ = [
     "__version__",
     "accuracy",
     "fit",
+    "group_goodness",
     "keep_freed_memory",
     "load_dataset",
     "load_preset",

@@ -385,7 +385,8 @@ def fit(
         epochs: epochs per phase.
         batch_size: examples per step (in-memory data).
         eval_data: a split scored as ``test_acc`` every ``eval_every`` epochs.
-        callbacks: extra side jobs (run folders, checkpoints, logs).
+        callbacks: extra side jobs (run folders, checkpoints, logs); they run before the
+            evaluation and the checkpoint of each epoch.
         seed: seeds the loop's generator (batch order, negatives, augmentation).
         transform: a batch transform ``(x, gen) -> x`` applied before each step.
         progress: a bar on a terminal, one line per epoch in a log; False: silent.
@@ -420,7 +421,9 @@ def fit(
         epochs,
         batch_size,
         gen=torch.Generator(device=device).manual_seed(seed),
-        callbacks=[*jobs, *callbacks],
+        # yours first: what they add to an epoch (ChooseVoters' layers) is there when the
+        # epoch is evaluated
+        callbacks=[*callbacks, *jobs],
         transform=transform,
         progress=progress,
     )
