@@ -8,9 +8,9 @@ allocated memory (CUDA) during three training steps, less what the process held 
 first step (the library, the net, the data). On CPU the child runs with a fixed malloc mmap
 threshold (``MALLOC_MMAP_THRESHOLD_``): every large tensor is then mapped on its own and handed
 back when it is freed, so the resident size follows the live tensors (with glibc's sliding
-threshold, freed blocks stay in the heap and the peak measures its fragmentation instead). Each layer is a 3x3 convolution (padding 1, no
-pooling) followed by a batch norm, so every layer's activations are the same size. Writes
-``results/conv_memory.json``.
+threshold, freed blocks stay in the heap and the peak measures its fragmentation instead).
+Each layer is a 3x3 convolution (padding 1, no pooling) followed by a batch norm, so every
+layer's activations are the same size. Writes ``results/conv_memory.json``.
 """
 
 from __future__ import annotations
