@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import command, environment, sync, write_result
+from _common import command, environment, matmul_peaks, sync, write_result
 
 from forwardforward.config import load_preset
 from forwardforward.data.vision import load_dataset
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--data-dir")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    peaks = matmul_peaks(device)
     if args.run is not None:
         config, _, net, _ = load_run(args.run, str(device))
         source = f"the run `{args.run}` ({config.name})"
@@ -86,6 +87,7 @@ def main() -> None:
             "precision": config.train.precision,
             "rows": rows,
             "speedup": t_all / t_group,
+            "matmul_peak_flops_per_s": peaks,
             **environment(device),
         },
     )

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import command, environment, peak_memory_mb, sync, write_result
-from speed import DTYPES, matmul_peak
+from _common import command, environment, matmul_peak, peak_memory_mb, sync, write_result
+from speed import DTYPES
 from torch import Tensor
 
 from forwardforward.config import load_preset

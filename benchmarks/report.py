@@ -22,11 +22,18 @@ def _load(name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _where(result: dict[str, Any]) -> str:
+def _where(result: dict[str, Any], peaks_shown: bool = False) -> str:
     text = (
         f"Device: {result['device']}, {result['threads']} threads, torch {result['torch']}, "
         f"{result['date']}."
     )
+    peaks = result.get("matmul_peak_flops_per_s")
+    if isinstance(peaks, dict) and not peaks_shown:
+        text += (
+            " Matmul peak measured in the same process: "
+            + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+            + "."
+        )
     if "peak_memory_mb" in result:  # results stored before peak memory was measured lack it
         text += f" Peak memory of the process: {result['peak_memory_mb']:.0f} MiB."
     return text
@@ -42,7 +49,7 @@ def speed_section(result: dict[str, Any] | None) -> list[str]:
     lines += [
         "FF and backprop steps alternate in one process (both see the same machine load); the",
         f"median of {result['steps']} steps is kept. Matmul peak (2048x2000 @ 2000x2000) measured",
-        f"in the same process: {peaks}. {_where(result)}",
+        f"in the same process: {peaks}. {_where(result, peaks_shown=True)}",
         "",
         f"Command: `{result['command']}`",
         "",
@@ -125,7 +132,7 @@ def eval_section(result: dict[str, Any] | None) -> list[str]:
         f"{result['n_images']} images ({result['images']}), {result['batch']} per call. Matmul "
         "peak (2048x2000 @ 2000x2000) measured in the same process: "
         + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
-        + f". {_where(result)}",
+        + f". {_where(result, peaks_shown=True)}",
         "",
         f"Command: `{result['command']}`",
         "",

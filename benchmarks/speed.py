@@ -25,7 +25,7 @@ from typing import Any
 
 import report
 import torch
-from _common import command, environment, peak_memory_mb, sync, write_result
+from _common import command, environment, matmul_peak, peak_memory_mb, sync, write_result
 
 from forwardforward.config import load_preset
 from forwardforward.nets.backprop import BackpropNet
@@ -33,28 +33,6 @@ from forwardforward.nets.feedforward import FFNet
 from forwardforward.perf import keep_freed_memory
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, reps: int = 20) -> float:
-    """FLOP/s of a (2048 x 2000) @ (2000 x 2000) product into a preallocated output: the
-    fastest of ``reps`` products (the peak, not a typical time)."""
-    a = torch.randn(2048, 2000, device=device).to(dtype)
-    b = torch.randn(2000, 2000, device=device).to(dtype)
-    c = torch.empty(2048, 2000, device=device, dtype=dtype)
-    sync(device)
-    tic = time.perf_counter()
-    torch.mm(a, b, out=c)  # warm-up; a dtype this slow (no bf16 units) is timed once more only
-    sync(device)
-    if time.perf_counter() - tic > 1.0:
-        reps = 1
-    times = []
-    for _ in range(reps):
-        sync(device)
-        tic = time.perf_counter()
-        torch.mm(a, b, out=c)
-        sync(device)
-        times.append(time.perf_counter() - tic)
-    return 2 * 2048 * 2000 * 2000 / min(times)
 
 
 def flops(widths: list[int], batch: int, kind: str, classes: int = 10) -> float:

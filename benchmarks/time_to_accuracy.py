@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from _common import command, environment, peak_memory_mb, write_result
+from _common import command, environment, matmul_peaks, peak_memory_mb, write_result
 
 from forwardforward.config import load_preset
 from forwardforward.perf import keep_freed_memory
@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--name", default="time_to_accuracy", help="the result file's name")
     args = parser.parse_args()
     keep_freed_memory()
+    device = resolve_device(load_preset(args.preset, args.set).train.device)
+    peaks = matmul_peaks(device)
     runs = []
     for backprop in (False,) if args.skip_backprop else (False, True):
         row = measure(args.preset, args.set, args.target, backprop, args.data_dir)
@@ -69,7 +71,6 @@ def main() -> None:
             flush=True,
         )
     ff = runs[0]
-    device = resolve_device(load_preset(args.preset, args.set).train.device)
     write_result(
         args.name,
         {
@@ -84,6 +85,7 @@ def main() -> None:
                 else None
             ),
             "runs": runs,
+            "matmul_peak_flops_per_s": peaks,
             "peak_memory_mb": peak_memory_mb(device),
             **environment(device),
         },
