@@ -157,7 +157,13 @@ def table() -> str:
         if (ff or bp or {}).get("dataset") in TEXT_DATASETS:
             text_runs.append((path.stem, stored))
             continue
-        ref = (ff or bp or {}).get("reference", "")
+        # the preset's own reference as it reads now (the stored one is the run's copy)
+        names = preset_names()
+        ref = (
+            load_preset(path.stem).reference
+            if path.stem in names
+            else (ff or bp or {}).get("reference", "")
+        )
         ff_err, bp_err = _error_cell(stored, "ff"), _error_cell(stored, "backprop")
         wall = f"{ff['wall_seconds']:.0f} s" if ff else ""
         if ff and "init_wall_seconds" in ff:

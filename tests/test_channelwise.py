@@ -5,6 +5,7 @@ the backprop twin built from the same layers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -314,3 +315,41 @@ def test_fit_chooses_the_voters_before_it_evaluates_the_epoch(tmp_path: Path) ->
     assert [list(r["voters"]) for r in history][-1] == net.voters.tolist()
     # the epoch's test accuracy is the one of the voters chosen in that epoch
     assert history[-1]["test_acc"] == accuracy(net, ds.test)
+
+
+def test_a_stopped_channelwise_run_resumes_exactly(tmp_path: Path) -> None:
+    """Windows, recalibrated batch norms and chosen voters all live in the checkpoint: a run
+    stopped after its first epoch and resumed ends as one that never stopped."""
+    from forwardforward import Callback, ChooseVoters, Loop, fit
+
+    overrides = ["data.val_fraction=0.1", "channelwise.vote=val", "optim.lr=0.003",
+                 "channelwise.windows=[[0, 1], [0, 2], [1, 3]]"]  # fmt: skip
+    config = _config(tmp_path, overrides)
+    ds = synthetic_dataset(n_train=400, n_test=100, val_fraction=0.1)
+    assert ds.val is not None
+    kwargs: dict[str, Any] = {"epochs": 3, "batch_size": 60, "progress": False, "seed": 3}
+
+    def net() -> ChannelwiseNet:
+        torch.manual_seed(0)
+        return ChannelwiseNet(config, (1, 28, 28), 10)
+
+    whole = net()
+    expected = fit(whole, ds, callbacks=[ChooseVoters(ds.val)], **kwargs)
+
+    class StopAfterFirstEpoch(Callback):
+        def on_checkpoint(self, loop: Loop) -> None:
+            if loop.next_epoch == 1:
+                raise KeyboardInterrupt
+
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        stop = [ChooseVoters(ds.val), StopAfterFirstEpoch()]
+        fit(net(), ds, checkpoint=path, callbacks=stop, **kwargs)
+    again = net()
+    history = fit(again, ds, checkpoint=path, callbacks=[ChooseVoters(ds.val)], **kwargs)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, again.state_dict()[key]), key
+    drop = ("epoch_seconds", "elapsed_seconds")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in history] == [
+        {k: v for k, v in r.items() if k not in drop} for r in expected
+    ]

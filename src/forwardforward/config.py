@@ -256,6 +256,10 @@ class ChannelwiseConfig:
     is added to, or concatenated along the channels with, the output of layer ``to > from``
     before it is passed on (DeeperForward's ResNet)."""
 
+    def shortcut_table(self) -> dict[int, tuple[int, str]]:
+        """``{to: (from, "add" | "concat")}`` of the shortcuts."""
+        return {int(sc[0]): (int(sc[1]), str(sc[2])) for sc in self.shortcuts}
+
     def check(self, depth: int) -> None:
         """This section's own rules, for a net of ``depth`` layers."""
         _choice("channelwise.goodness", self.goodness, ("mean_squares", "mean"))

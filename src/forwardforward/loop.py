@@ -385,8 +385,8 @@ def fit(
         epochs: epochs per phase.
         batch_size: examples per step (in-memory data).
         eval_data: a split scored as ``test_acc`` every ``eval_every`` epochs.
-        callbacks: extra side jobs (run folders, checkpoints, logs); they run before the
-            evaluation and the checkpoint of each epoch.
+        callbacks: extra side jobs (run folders, checkpoints, logs); they run after the
+            checkpoint is saved and before each epoch is evaluated.
         seed: seeds the loop's generator (batch order, negatives, augmentation).
         transform: a batch transform ``(x, gen) -> x`` applied before each step.
         progress: a bar on a terminal, one line per epoch in a log; False: silent.
@@ -413,17 +413,17 @@ def fit(
     if progress_style(progress) != "off":
         jobs.append(ProgressLines())
     saver = Checkpoint(checkpoint) if checkpoint is not None else None
-    if saver is not None:
-        jobs.append(saver)
+    saved: list[Callback] = [saver] if saver is not None else []
     loop = Loop(
         module,
         source,
         epochs,
         batch_size,
         gen=torch.Generator(device=device).manual_seed(seed),
-        # yours first: what they add to an epoch (ChooseVoters' layers) is there when the
-        # epoch is evaluated
-        callbacks=[*callbacks, *jobs],
+        # the checkpoint first (a callback of yours may stop the run once it is saved), then
+        # yours, then the evaluation (what yours do at an epoch's end, e.g. ChooseVoters, is
+        # done when the epoch is evaluated)
+        callbacks=[*saved, *callbacks, *jobs],
         transform=transform,
         progress=progress,
     )

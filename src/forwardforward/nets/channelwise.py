@@ -50,13 +50,6 @@ def _activate_scored(layer: FFLayer, z: Tensor) -> tuple[Tensor, Tensor]:
     return h, h
 
 
-def _channels(shape: Shape) -> tuple[int, int]:
-    """``(channels, positions)`` of a layer output's shape (a flat output: ``(D, 1)``)."""
-    if len(shape) == 3:
-        return shape[0], shape[1] * shape[2]
-    return shape[0], 1
-
-
 def build_channelwise_layers(
     config: RunConfig, in_shape: Shape, num_classes: int
 ) -> tuple[list[FFLayer], list[Shape]]:
@@ -73,12 +66,12 @@ def build_channelwise_layers(
     )
     layers: list[FFLayer] = []
     shapes: list[Shape] = []
-    shortcuts = {int(sc[0]): (int(sc[1]), str(sc[2])) for sc in cw.shortcuts}
+    shortcuts = cw.shortcut_table()
     shape = in_shape
     for i, (kind, options) in enumerate(layer_stack(m.local, m.stack, m.layers)):
         layer = kind.build(options, shape, settings, not layers)
         out = tuple(layer.out_shape)
-        channels, _ = _channels(out)
+        channels = out[0]  # a flat output's features count as its channels
         if channels % num_classes:
             raise ConfigError(
                 f"layer {i} has {channels} channels: the channel-wise net needs a multiple of "
@@ -116,7 +109,7 @@ class _Shortcuts:
     """Applies the net's residual shortcuts to a layer's output, from the outputs kept so far."""
 
     def __init__(self, config: RunConfig, shapes: list[Shape], layer_shapes: list[Shape]) -> None:
-        self.table = {int(sc[0]): (int(sc[1]), str(sc[2])) for sc in config.channelwise.shortcuts}
+        self.table = config.channelwise.shortcut_table()
         self.sources = {src for src, _ in self.table.values()}
         self.shapes, self.layer_shapes = shapes, layer_shapes
 
@@ -286,14 +279,15 @@ class ChannelwiseNet(NetBase):
             layer = self.layers[i]
             norms = [m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
             if norms:
+                momenta = [bn.momentum for bn in norms]
                 for bn in norms:
                     bn.reset_running_stats()
                     bn.momentum = None  # a cumulative average over the batches
                 layer.train()
                 for hb in h_all:
                     self.run_layer(i, hb, {})
-                for bn in norms:
-                    bn.momentum = 0.1
+                for bn, momentum in zip(norms, momenta, strict=True):
+                    bn.momentum = momentum
             layer.eval()
             h_all = [
                 self.run_layer(i, hb, kept)[0] for hb, kept in zip(h_all, kept_all, strict=True)
