@@ -168,7 +168,6 @@ class ChannelwiseNet(NetBase):
         self.register_buffer("voters", torch.tensor([first, last]))
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
         self.steps_per_epoch = 1
-        self.windows = [list(w) for w in cw.windows]
 
     # -- the objective ---------------------------------------------------------------------------
 
@@ -194,9 +193,8 @@ class ChannelwiseNet(NetBase):
 
     def window(self, i: int) -> tuple[int, int]:
         """Layer ``i``'s epochs ``[start, stop)`` (default: every epoch)."""
-        if self.windows:
-            return self.windows[i][0], self.windows[i][1]
-        return 0, 1 << 30
+        windows = self.config.channelwise.windows
+        return (windows[i][0], windows[i][1]) if windows else (0, 1 << 30)
 
     def epoch(self) -> int:
         """The epoch the next training step belongs to (0-based)."""
