@@ -30,6 +30,8 @@ RUNS: dict[str, list[str]] = {
     "rff-mnist": ["data.fraction=0.02", "train.eval_batch_size=2000"],
     "hinton-aesop-teacher": [],
     "hinton-unsup-lrf": ["data.fraction=0.01", "readout.probe_epochs=1"],
+    "hinton-unsup-mnist": ["data.fraction=0.01", "readout.probe_epochs=1"],
+    "conv-ff-mnist": ["data.fraction=0.01"],
 }
 #: one example's shape per dataset, to build every preset's nets without their data
 SHAPES = {

@@ -284,13 +284,14 @@ def test_joint_probe_reuses_the_positive_pass_without_changing_training(probe_no
 
         def counted(
             x: torch.Tensor,
+            level: float,
             calls: list[int] = calls,
-            features: Callable[[torch.Tensor], torch.Tensor] = net.probe_features,
+            present: Callable[[torch.Tensor, float], torch.Tensor] = net.present,
         ) -> torch.Tensor:
-            calls.append(1)
-            return features(x)
+            calls.append(1)  # a neutral pass of its own starts with what the readout sees
+            return present(x, level)
 
-        net.probe_features = counted  # type: ignore[method-assign]
+        net.present = counted  # type: ignore[method-assign, assignment]
         gen = torch.Generator().manual_seed(1)
         for step in range(3):
             g = torch.Generator().manual_seed(step)

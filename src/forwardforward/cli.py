@@ -134,8 +134,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(json.dumps(results, indent=2))
-    print(f"run folder: {out}", file=sys.stderr)
+    trainer.close()
+    if trainer.is_main:
+        print(json.dumps(results, indent=2))
+        print(f"run folder: {trainer.out_dir}", file=sys.stderr)
     return 0
 
 

@@ -338,6 +338,12 @@ class NegativesConfig:
     ``concat`` (side by side, separate weights; the halves can simply be compared)."""
     shift: int = 0
     """Self-contrastive negatives: each image of a pair is translated by up to this many pixels."""
+    score_layers: list[int] = field(default_factory=list)
+    """Hard negatives scored by a probe (``scores = "probe"``): the 0-based layers whose
+    activities that scoring probe sees; empty: the readout's layers, and the readout's probe
+    scores them. Other layers get a scorer of their own, a linear softmax trained jointly like
+    the probe. The layer pipeline needs them on its first stage (``dist.mode = "pipeline"``):
+    the labels of the negatives are chosen there, before the later layers see the batch."""
 
     @property
     def unsupervised(self) -> bool:
@@ -494,6 +500,33 @@ class TrainConfig:
 
 
 @dataclass
+class DistConfig:
+    """Training on several processes with ``torch.distributed`` (launched by ``torchrun``)."""
+
+    mode: str = "none"
+    """``none`` (one process), ``ddp`` (data parallel: every process holds the whole net and a
+    shard of every batch; each layer's gradients are all-reduced) or ``pipeline`` (each process
+    owns a contiguous group of layers; activations flow downstream, nothing flows back)."""
+    backend: str = "auto"
+    """``gloo`` (CPU), ``nccl`` (CUDA) or ``auto`` (nccl when the run is on CUDA)."""
+    timeout: float = 60.0
+    """Seconds a process waits for another (a collective, a message) before it stops with an
+    error naming the ranks it lost. A process that dies is noticed at once."""
+    buffer: int = 2
+    """Pipeline: batches a stage may run ahead of the next one (sends not yet received); 0
+    runs the stages without overlap (each waits until the next stage has taken its batch)."""
+
+    def check(self) -> None:
+        """This section's own rules."""
+        _choice("dist.mode", self.mode, ("none", "ddp", "pipeline"))
+        _choice("dist.backend", self.backend, ("auto", "gloo", "nccl"))
+        if not self.timeout > 0:
+            raise ConfigError(f"dist.timeout must be positive seconds, got {self.timeout}")
+        if self.buffer < 0:
+            raise ConfigError(f"dist.buffer must be >= 0 batches, got {self.buffer}")
+
+
+@dataclass
 class BaselineConfig:
     """The backprop twin: the same layers and data trained end to end with cross-entropy."""
 
@@ -519,6 +552,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     baseline: BaselineConfig = field(default_factory=BaselineConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -676,6 +710,7 @@ def validate(config: RunConfig) -> None:
     config.optim.check("optim")
     config.baseline.optim.check("baseline.optim")
     t.check()
+    config.dist.check()
     # -- rules across sections
     if m.kind == "channelwise":
         if t.schedule != "simultaneous" or r.kind != "goodness":
@@ -720,9 +755,15 @@ def validate(config: RunConfig) -> None:
         raise ConfigError(
             "locally connected layers need a spatial input: not model.label = 'concat'"
         )
-    for i in r.layers:
-        if not 0 <= i < m.depth:
-            raise ConfigError(f"readout.layers: no layer {i}; the net has layers 0..{m.depth - 1}")
+    for key, chosen in (("readout.layers", r.layers), ("negatives.score_layers", neg.score_layers)):
+        for i in chosen:
+            if not 0 <= i < m.depth:
+                raise ConfigError(f"{key}: no layer {i}; the net has layers 0..{m.depth - 1}")
+    if neg.score_layers and not (neg.kind == "hard" and neg.scores == "probe"):
+        raise ConfigError(
+            "negatives.score_layers chooses what a probe scores hard negatives on: it needs "
+            "negatives.kind = 'hard' and negatives.scores = 'probe'"
+        )
     for key, on in (("augment_shift", t.augment_shift), ("augment_flip", t.augment_flip)):
         if on and d.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
             raise ConfigError(f"train.{key} changes images: not for dataset {d.dataset!r}")

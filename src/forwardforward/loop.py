@@ -124,11 +124,13 @@ class Evaluate(Callback):
     name: str = "test"
     every: int = 1
     batch_size: int = 1000
+    measure: Callable[[Classifier, Split, int], float] = accuracy
+    """How the accuracy is taken (:func:`accuracy`; distributed runs share the work out)."""
 
     def on_epoch_end(self, loop: Loop, record: dict[str, Any]) -> None:
         if record["epoch"] % self.every == 0 or record["epoch"] == loop.epochs:
             net = cast(Classifier, loop.module)
-            record[f"{self.name}_acc"] = accuracy(net, self.split, self.batch_size)
+            record[f"{self.name}_acc"] = self.measure(net, self.split, self.batch_size)
 
 
 @dataclass

@@ -15,7 +15,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,18 @@ from forwardforward.data.video import (
     sequential_mnist,
 )
 from forwardforward.data.vision import Split, VisionDataset, load_dataset
+from forwardforward.dist import (
+    GatherStages,
+    MergeStageMetrics,
+    Stage,
+    World,
+    check_pipeline,
+    data_parallel,
+    init_world,
+    pipeline_accuracy,
+    sharded_accuracy,
+    shutdown,
+)
 from forwardforward.errors import CheckpointError, ConfigError, FFError
 from forwardforward.loop import (
     Callback,
@@ -231,6 +245,14 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        self.world: World | None = None
+        if self.config.dist.mode != "none":  # one of several processes (torchrun)
+            self.world = init_world(self.config.dist, self.device)
+            self.device = self.world.device(self.device)
+            if self.out_dir is not None:  # the processes' clocks may name it differently
+                self.out_dir = Path(self.world.broadcast(str(self.out_dir)))
+            if not self.world.is_main:
+                self.progress = False
         torch.manual_seed(t.seed)
         start = time.perf_counter()
         if self.dataset is None:
@@ -261,13 +283,35 @@ class Trainer:
         self.net.configure(self.steps_per_epoch, self.epochs)
         split_name, split = self.eval_split()
         callbacks: list[Callback] = []
+        self.measure: Callable[[Any, Split, int], float] = accuracy
+        self.stage: Stage | None = None
+        transform = augmentation(t.augment_shift, t.augment_flip)
+        if self.world is not None:
+            if self.backprop:
+                raise ConfigError(
+                    "dist.mode trains FF nets on several processes; the backprop twin trains "
+                    "on one (leave dist.mode out for --backprop)"
+                )
+            if self.config.dist.mode == "ddp":
+                shard = data_parallel(self.world, self.net)
+                self.measure = partial(sharded_accuracy, shard=shard)
+            else:
+                self.stage = Stage(self.world, check_pipeline(self.net), self.config.dist.buffer)
+                self.measure = partial(pipeline_accuracy, stage=self.stage)
+                callbacks.append(MergeStageMetrics(self.stage))
+                if not self.stage.first:  # later stages take their batches from the pipe
+                    transform = None
+            if self.progress:
+                print(self.describe_world(), file=sys.stderr)
         if isinstance(self.net, ChannelwiseNet) and self.config.channelwise.vote == "val":
             assert ds.val is not None  # validate() asks for data.val_fraction
             callbacks.append(ChooseVoters(ds.val, t.eval_batch_size))
         callbacks.append(
-            Evaluate(split, split_name, every=t.eval_every, batch_size=t.eval_batch_size)
+            Evaluate(split, split_name, t.eval_every, t.eval_batch_size, measure=self.measure)
         )
-        if self.out_dir is not None:
+        if self.stage is not None:  # rank 0's copy of the net made whole (then saved)
+            callbacks.append(GatherStages(self.stage))
+        if self.out_dir is not None and self.is_main:
             callbacks.append(RunFolder(self, self.out_dir))
         if progress_style(self.progress) != "off":
             callbacks.append(ProgressLines())
@@ -281,12 +325,30 @@ class Trainer:
             t.batch_size,
             gen=torch.Generator(device=self.device).manual_seed(t.seed),
             callbacks=callbacks,
-            transform=augmentation(t.augment_shift, t.augment_flip),
+            transform=transform,
             progress=self.progress,
             name=self.kind,
             start=start,
         )
         self._resumed = False
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run folder and prints (rank 0, or the only one)."""
+        return self.world is None or self.world.is_main
+
+    def describe_world(self) -> str:
+        """One line on the processes of a distributed run."""
+        w = self.world
+        assert w is not None
+        mode = self.stage.describe() if self.stage is not None else "data parallel"
+        hosts = len({h for h, _ in w.peers})
+        return f"{w.size} processes on {hosts} host(s), {w.backend}: {mode}"
+
+    def close(self) -> None:
+        """Leave the process group of a distributed run (nothing to do for one process)."""
+        if self.world is not None:
+            shutdown()
 
     # the loop's state, as a run folder's checkpoint holds it
 
@@ -335,6 +397,7 @@ class Trainer:
                 "config": to_dict(self.config),
                 "in_shape": list(self.dataset.image_shape),
                 "num_classes": self.dataset.num_classes,
+                "world_size": 1 if self.world is None else self.world.size,
             },
             optim=self.net.optim_state_dict(),
             trainer=loop_state(self.loop),
@@ -350,13 +413,19 @@ class Trainer:
             raise CheckpointError(
                 f"{self.out_dir / CHECKPOINT}: holds a {saved.get('kind')} run, not {self.kind}"
             )
+        size = 1 if self.world is None else self.world.size
+        if int(saved.get("world_size", 1)) != size:
+            raise CheckpointError(
+                f"{self.out_dir / CHECKPOINT}: written by {saved.get('world_size', 1)} "
+                f"process(es); resume it with as many (this run has {size})"
+            )
         load_into(self.net, payload, self.out_dir / CHECKPOINT)
         self.net.load_optim_state_dict(payload["optim"])
         restore_loop(self.loop, payload["trainer"])
         self._resumed = True
-        # epochs logged after the checkpoint was written are done again: keep the log in step
-        lines = "".join(json.dumps(record) + "\n" for record in self.loop.history)
-        atomic_write_text(self.out_dir / METRICS, lines)
+        if self.is_main:  # epochs logged after the checkpoint was written are done again
+            lines = "".join(json.dumps(record) + "\n" for record in self.loop.history)
+            atomic_write_text(self.out_dir / METRICS, lines)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -385,23 +454,25 @@ class Trainer:
         assert ds is not None
         bs = self.config.train.eval_batch_size
         tic = time.perf_counter()
+        measure = self.measure
         results: dict[str, Any] = {
             "preset": self.config.name,
             "kind": self.kind,
             "dataset": ds.name,
-            "test_acc": accuracy(self.net, ds.test, bs),
+            "test_acc": measure(self.net, ds.test, bs),
         }
         results["test_error_pct"] = round(100 * (1 - results["test_acc"]), 3)
-        ppl = perplexity(self.net, ds.test, bs)
+        # a pipeline's stages hold one part of the net each: no whole-net probabilities
+        ppl = perplexity(self.net, ds.test, bs) if self.stage is None else None
         if ppl is not None:
             results["test_perplexity"] = ppl
         results["test_eval_seconds"] = round(time.perf_counter() - tic, 3)
         if ds.val is not None:
-            results["val_acc"] = accuracy(self.net, ds.val, bs)
+            results["val_acc"] = measure(self.net, ds.val, bs)
         # images: the first 10,000 training examples; text: every predicted position of every
         # training string (Hinton's figure is the accuracy on the training strings)
         n_train = len(ds.train) if framing(self.config.data.dataset).kind == "text" else 10000
-        results["train_acc"] = accuracy(
+        results["train_acc"] = measure(
             self.net, ds.train.subset(torch.arange(min(len(ds.train), n_train))), bs
         )
         results["train_acc_examples"] = min(len(ds.train), n_train)
@@ -410,7 +481,9 @@ class Trainer:
         results["data_seconds"] = round(self.data_seconds, 3)
         results["device"] = str(self.device)
         results["threads"] = torch.get_num_threads()
-        if self.out_dir is not None:
+        if self.world is not None:
+            results["dist"] = {"mode": self.config.dist.mode, "world_size": self.world.size}
+        if self.out_dir is not None and self.is_main:
             atomic_write_text(self.out_dir / RESULTS, json.dumps(results, indent=2) + "\n")
         return results
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from forwardforward.registry import Registry
+from forwardforward.stepping import batch_mean
 
 EPS = 1e-8
 
@@ -182,7 +183,9 @@ class FFLayer(nn.Module):
         ``"pull"`` (Hinton's Matlab code): every positive activity ``h[b, c]`` gets the constant
         gradient ``weight (r_c - mean(r)) / B``; about ``H / (2 (1 - momentum))`` times stronger.
         """
-        running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * h_pos.mean(0)
+        running = self.peer_momentum * self.running_mean + (1 - self.peer_momentum) * batch_mean(
+            h_pos
+        )
         if self.training:
             self.running_mean.copy_(running.detach())
         if self.peer_form == "pull":

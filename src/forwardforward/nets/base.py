@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -50,6 +51,31 @@ class Trainable(Protocol):
     def load_optim_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def state_dict(self) -> dict[str, Any]: ...
+
+
+class BatchShard(Protocol):
+    """Data parallel: which rows of every global batch this process keeps, and the collectives
+    of a step (see :class:`forwardforward.dist.ddp.Shard`)."""
+
+    def bounds(self, n: int) -> tuple[int, int]: ...
+
+    def rows(self, t: Tensor) -> Tensor: ...
+
+    def blocks(self, t: Tensor, n: int) -> Tensor: ...
+
+    def gather(self, t: Tensor, n: int) -> Tensor: ...
+
+    def step(self, n: int) -> AbstractContextManager[None]: ...
+
+    def reduce_metrics(self, metrics: dict[str, Tensor]) -> dict[str, Tensor]: ...
+
+
+class PipeStage(Protocol):
+    """Layer pipeline: this process's stage (see :class:`forwardforward.dist.pipeline.Stage`)."""
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]: ...
 
 
 class OwnsOptimizers:

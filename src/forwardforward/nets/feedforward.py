@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -24,11 +25,42 @@ from forwardforward.negatives import (
     shift_images,
 )
 from forwardforward.nets.base import (
+    BatchShard,
     NetBase,
+    PipeStage,
     autocast_dtype,
+    lr_lambda,
+    make_optimizer,
     pixels,
 )
 from forwardforward.stepping import learn
+
+
+@dataclass
+class StepState:
+    """A training step's batch on its way through the layers (see :meth:`FFNet.begin_step`):
+    what the next layer takes, and what the step has gathered so far."""
+
+    y: Tensor
+    """This process's labels ``(b,)``."""
+    n: int
+    """Rows of the global batch (``b`` unless data-parallel)."""
+    b: int = 0
+    """Positive rows: the first ``b`` rows of ``a``; the rest are negatives."""
+    a: Tensor = field(default_factory=lambda: torch.empty(0))
+    """What the next layer takes: positives then negatives (for layer 0 with ``shared``: the
+    images without labels)."""
+    shared: tuple[Tensor, Tensor] | None = None
+    """Layer 0's shared product: the image of every row and the rows' scaled label codes."""
+    neutral: Tensor | None = None
+    """The neutral pass (what the probe learns from), entering layer ``neutral_at``."""
+    neutral_at: int = 0
+    features: dict[int, Tensor] = field(default_factory=dict)
+    """Normalised activities of the readout (and scoring) layers reached so far."""
+    losses: list[tuple[str, Tensor]] = field(default_factory=list)
+    optimizers: list[int] = field(default_factory=list)
+    """The optimiser of each loss (its index in ``net.optimizers``)."""
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 def make_encoder(
@@ -89,6 +121,21 @@ class FFNet(NetBase):
             width = sum(self.widths[i] for i in self.readout_layers)
             self.probe = nn.Linear(width, num_classes, bias=False)
             nn.init.zeros_(self.probe.weight)
+        self.score_layers = list(neg.score_layers) or self.readout_layers
+        self.scorer: nn.Linear | None = None
+        """Scores hard negatives when they are scored on other layers than the readout's."""
+        if neg.scores == "probe" and sorted(set(self.score_layers)) != sorted(
+            set(self.readout_layers)
+        ):
+            width = sum(self.widths[i] for i in sorted(set(self.score_layers)))
+            self.scorer = nn.Linear(width, num_classes, bias=False)
+            nn.init.zeros_(self.scorer.weight)
+        self.shard: BatchShard | None = None
+        """Data parallel: this process's rows of every batch (set by :mod:`forwardforward.dist`)."""
+        self.stage_layers: range | None = None
+        """Layer pipeline: the layers this process trains (set by :mod:`forwardforward.dist`)."""
+        self.pipe: PipeStage | None = None
+        """Layer pipeline: this process's stage, which trains the steps in its place."""
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         # evaluation runs in the configured precision too (configure() may change it)
@@ -177,6 +224,17 @@ class FFNet(NetBase):
         r = self.config.readout
         probe_total = total if r.probe_mode == "joint" else steps_per_epoch * r.probe_epochs
         self._build_optimizers(total, probe_total)
+        if self.scorer is not None:  # after the probe's: it trains the same way
+            popt = make_optimizer(
+                list(self.scorer.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
+                r.probe_weight_decay,
+            )  # fmt: skip
+            self.optimizers.append(popt)
+            self.schedulers.append(
+                torch.optim.lr_scheduler.LambdaLR(
+                    popt, lr_lambda(self.config.optim.schedule, probe_total)
+                )
+            )
 
     def phases(self) -> int:
         """One phase (all layers together), or one per layer for greedy training."""
@@ -267,22 +325,26 @@ class FFNet(NetBase):
             for idx in perm.split(bs):
                 self._probe_step(feats[idx], y[idx], gen)
 
-    def _probe_logits(self, feats: Tensor, gen: torch.Generator) -> Tensor:
+    def _probe_logits(self, feats: Tensor, gen: torch.Generator, n: int | None = None) -> Tensor:
         """The probe's training-time logits ``(B, C)``: with ``readout.probe_dropout`` its input
         features ``(B, F)`` pass through dropout first (its mask drawn from ``gen``, so that a
         resumed run repeats it)."""
         assert self.probe is not None
         p = self.config.readout.probe_dropout
         if p > 0:
-            keep = torch.rand(feats.shape, generator=gen, device=feats.device) >= p
+            shape = feats.shape if self.shard is None or n is None else (n, feats.shape[1])
+            keep = torch.rand(shape, generator=gen, device=feats.device) >= p
+            if self.shard is not None and n is not None:  # drawn for the global batch
+                keep = self.shard.rows(keep)
             feats = feats * keep / (1.0 - p)
         logits: Tensor = self.probe(feats)
         return logits
 
     def _probe_step(self, feats: Tensor, y: Tensor, gen: torch.Generator) -> Tensor:
         loss = F.cross_entropy(self._probe_logits(feats, gen), y)
-        step = int(self.schedulers[-1].last_epoch)
-        learn([loss], ["probe"], self.optimizers[-1:], self.schedulers[-1:], step=step)
+        k = len(self.layers)  # the probe's optimiser
+        step = int(self.schedulers[k].last_epoch)
+        learn([loss], ["probe"], self.optimizers[k : k + 1], self.schedulers[k : k + 1], step=step)
         return loss.detach()
 
     def train_step(
@@ -294,6 +356,8 @@ class FFNet(NetBase):
         layer's loss reaches only its own weights (inputs are detached), and every layer steps.
         Greedy: only the current phase's layer steps, on its cached inputs (rows ``index``).
         """
+        if self.pipe is not None:
+            return self.pipe.train_step(x, y, index, gen)
         # optimisation steps so far (greedy: the layers' phases one after the other)
         n_layers = len(self.layers)
         step = sum(int(s.last_epoch) for s in self.schedulers[:n_layers]) if self.greedy else 0
@@ -307,58 +371,156 @@ class FFNet(NetBase):
             else:
                 assert self._cache is not None, "begin_phase was not called"
                 a_pos, a_neg = self._cache[0][index], self._cache[1][:, index].flatten(0, 1)
-            with self._autocast(a_pos):
-                h, scored = self.run_layer(k, torch.cat([a_pos, a_neg]))
-                loss = self.layer_loss(k, h, len(a_pos), scored)
-            learn([loss], [f"layer {k}"], [self.optimizers[k]], [self.schedulers[k]], step=step)
-            return {f"loss{k}": loss.detach()}
+            if self.shard is None:
+                return self._greedy_step(k, a_pos, a_neg, step)
+            with self.shard.step(len(y)):  # data parallel: this process's rows
+                a_pos, a_neg = self.shard.rows(a_pos), self.shard.blocks(a_neg, len(y))
+                return self.shard.reduce_metrics(self._greedy_step(k, a_pos, a_neg, step))
 
-        xf = self.flat(x)
-        r = self.config.readout
-        feats = None
-        joint = self.probe is not None and r.probe_mode == "joint"
-        # unsupervised positives are what the readout sees: reuse their activities
+        if self.shard is None:
+            return self._step(x, y, gen, step)
+        with self.shard.step(len(y)):  # batch statistics and gradients of the global batch
+            return self.shard.reduce_metrics(self._step(x, y, gen, step))
+
+    def _step(self, x: Tensor, y: Tensor, gen: torch.Generator, step: int) -> dict[str, Tensor]:
+        """A simultaneous step: every layer, then the probe, learns from the batch."""
+        state = self.begin_step(x, y, gen)
+        self.run_layers(state, range(len(self.layers)))
+        self.end_step(state, gen)
+        learn(
+            [loss for _, loss in state.losses],
+            [name for name, _ in state.losses],
+            [self.optimizers[i] for i in state.optimizers],
+            [self.schedulers[i] for i in state.optimizers],
+            step=step,
+        )
+        return state.metrics
+
+    def _greedy_step(self, k: int, a_pos: Tensor, a_neg: Tensor, step: int) -> dict[str, Tensor]:
+        """A greedy step: layer ``k`` learns from its positive and negative inputs."""
+        with self._autocast(a_pos):
+            h, scored = self.run_layer(k, torch.cat([a_pos, a_neg]))
+            loss = self.layer_loss(k, h, len(a_pos), scored)
+        learn([loss], [f"layer {k}"], [self.optimizers[k]], [self.schedulers[k]], step=step)
+        return {f"loss{k}": loss.detach()}
+
+    # -- one step, in pieces a layer pipeline can split between processes ------------------------
+
+    @property
+    def reuses_positives(self) -> bool:
+        """Whether the joint probe reads the positives' own activities (unsupervised negatives
+        whose positives are what the readout sees) instead of a neutral pass."""
         images = self.image_negatives
-        reuse = joint and images is not None and images.positives_are_presented
-        if self.probe is not None and not reuse and (joint or self.sampler.needs_scores):
-            feats = self.probe_features(xf)
-        scores = self.negative_scores(xf, feats)
-        shared = self.shared_inputs(xf, y, gen, scores)
+        joint = self.probe is not None and self.config.readout.probe_mode == "joint"
+        return joint and images is not None and images.positives_are_presented
+
+    def begin_step(self, x: Tensor, y: Tensor, gen: torch.Generator) -> StepState:
+        """A training step's inputs for a batch ``x`` ``(B, C, H, W)``, ``y`` ``(B,)``: the
+        first layer's positive and negative rows, drawn from ``gen`` (their wrong labels scored
+        by the probe or the scorer when negatives are hard), and the neutral pass the probe
+        learns from, run as far as the scoring needed. Data-parallel (``self.shard``): every
+        draw is made for the global batch; the state holds this process's rows."""
+        r, neg = self.config.readout, self.config.negatives
+        shard = self.shard
+        xf_all = self.flat(x)
+        xf = xf_all if shard is None else shard.rows(xf_all)
+        y_own = y if shard is None else shard.rows(y)
+        state = StepState(y=y_own, n=len(y))
+        joint = self.probe is not None and r.probe_mode == "joint"
+        if (
+            self.probe is not None
+            and not self.reuses_positives
+            and (joint or self.sampler.needs_scores)
+        ):
+            level = self.config.model.neutral_level if r.probe_input == "neutral" else 0.0
+            state.neutral = self.present(xf, level)
+            if self.stage_layers is None:  # one process: the whole neutral pass comes first
+                self.advance_neutral(state, len(self.layers))
+        scores = None
+        if self.sampler.needs_scores:
+            if neg.scores == "probe":
+                self.advance_neutral(state, max(self.score_layers) + 1)
+                feats = torch.cat([state.features[i] for i in sorted(set(self.score_layers))], 1)
+                head = self.scorer if self.scorer is not None else self.probe
+                assert head is not None
+                logits: Tensor = head(feats)
+                if self.scorer is not None:  # it learns on the first stage of a pipeline
+                    scorer_loss = F.cross_entropy(logits, y_own)
+                    state.losses.append(("the scorer", scorer_loss))
+                    state.optimizers.append(len(self.layers) + 1)
+                    state.metrics["scorer"] = scorer_loss.detach()
+                scores = logits.detach()
+            else:
+                scores = self.negative_scores(xf, None)
+            if shard is not None:
+                assert scores is not None
+                scores = shard.gather(scores, len(y))
+        shared = self.shared_inputs(xf_all, y, gen, scores)
         if shared is None:
-            a_pos, a_neg = self.inputs(xf, y, gen, scores)
-            a = torch.cat([a_pos, a_neg])
-        else:
-            a = shared[0]  # the first layer shares its product with each image
-        b = len(y)
-        losses: list[Tensor] = []
-        parts: list[Tensor] = []
+            a_pos, a_neg = self.inputs(xf_all, y, gen, scores)
+            if shard is not None:
+                a_pos, a_neg = shard.rows(a_pos), shard.blocks(a_neg, len(y))
+            state.a = torch.cat([a_pos, a_neg])
+        else:  # the first layer shares its product with each image
+            base, rows, codes = shared
+            if shard is not None:
+                lo, hi = shard.bounds(len(y))
+                keep = shard.blocks(torch.arange(len(rows), device=rows.device), len(y))
+                base, rows, codes = base[lo:hi], rows[keep] - lo, codes[keep]
+            state.a, state.shared = base, (rows, codes)
+        state.b = len(y_own)
+        return state
+
+    @torch.no_grad()
+    def advance_neutral(self, state: StepState, stop: int) -> None:
+        """Run the step's neutral pass on through the layers below ``stop``, keeping the
+        normalised activities of the readout and scoring layers (as :meth:`probe_features`)."""
+        if state.neutral is None:
+            return
+        a = state.neutral
+        keep = set(self.readout_layers) | set(self.score_layers)
         with self._autocast(a):
-            for i in range(len(self.layers)):
-                if i == 0 and shared is not None:  # _sharing_first
+            for i in range(state.neutral_at, stop):
+                a = self.layers[i](a)
+                if i in keep:
+                    state.features[i] = self._readout_norm(a.float())
+        state.neutral, state.neutral_at = a, max(state.neutral_at, stop)
+
+    def run_layers(self, state: StepState, layers: range) -> None:
+        """Train ``layers`` (consecutive, from the one the state has reached) on the step's
+        rows: the neutral pass through them first, then the positives and negatives, each
+        layer's loss kept in the state for :func:`~forwardforward.stepping.learn`."""
+        self.advance_neutral(state, layers.stop)
+        a, b = state.a, state.b
+        with self._autocast(a):
+            for i in layers:
+                if i == 0 and state.shared is not None:  # _sharing_first
                     patterns = self.encoder.patterns.to(a.dtype)
-                    a, scored = self.run_layer(0, a, (shared[1], shared[2], patterns))
+                    rows, codes = state.shared
+                    a, scored = self.run_layer(0, a, (rows, codes, patterns))
                 else:
                     a, scored = self.run_layer(i, a)
-                losses.append(self.layer_loss(i, a, b, scored))
-                if reuse and i in self.readout_layers:
-                    parts.append(self._readout_norm(a[:b].detach().float()))
-        if reuse:
-            feats = torch.cat(parts, dim=1)
-        metrics = {f"loss{i}": loss.detach() for i, loss in enumerate(losses)}
-        pos, neg = self.last_scores  # the last layer's: positives scored above negatives
-        metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
-        names = [f"layer {i}" for i in range(len(losses))]
-        if self.probe is not None and r.probe_mode == "joint":
-            assert feats is not None
-            logits = self._probe_logits(feats, gen)
-            probe_loss = F.cross_entropy(logits, y)
-            losses.append(probe_loss)
-            names.append("probe")
-            metrics["probe"] = probe_loss.detach()
-            metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
-        n = len(losses)  # the layers' optimisers, then the probe's when it trains jointly
-        learn(losses, names, self.optimizers[:n], self.schedulers[:n], step=step)
-        return metrics
+                loss = self.layer_loss(i, a, b, scored)
+                state.losses.append((f"layer {i}", loss))
+                state.optimizers.append(i)
+                state.metrics[f"loss{i}"] = loss.detach()
+                if self.reuses_positives and i in self.readout_layers:
+                    state.features[i] = self._readout_norm(a[:b].detach().float())
+        state.a = a
+        if layers and layers[-1] == len(self.layers) - 1:
+            pos, neg = self.last_scores  # the last layer's: positives scored above negatives
+            state.metrics["ff_acc"] = (pos.repeat(neg.shape[0] // b) > neg).float().mean()
+
+    def end_step(self, state: StepState, gen: torch.Generator) -> None:
+        """The joint probe's loss on the readout features."""
+        if self.probe is not None and self.config.readout.probe_mode == "joint":
+            feats = torch.cat([state.features[i] for i in sorted(set(self.readout_layers))], 1)
+            logits = self._probe_logits(feats, gen, state.n)
+            probe_loss = F.cross_entropy(logits, state.y)
+            state.losses.append(("probe", probe_loss))
+            state.optimizers.append(len(self.layers))
+            state.metrics["probe"] = probe_loss.detach()
+            state.metrics["probe_acc"] = (logits.detach().argmax(1) == state.y).float().mean()
 
     # -- prediction ------------------------------------------------------------------------------
 
@@ -372,28 +534,48 @@ class FFNet(NetBase):
         the input norm is the same for every label.
         """
         layers = self.readout_layers if layers is None else layers
+        xf = self.flat(x)
+        _, total = self.score_span(xf, None, range(len(self.layers)), layers)
+        return total.view(xf.shape[0], self.num_classes)
+
+    @torch.no_grad()
+    def score_span(
+        self, h: Tensor, total: Tensor | None, span: range, layers: list[int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`label_scores` through the consecutive layers ``span`` only: from flat images
+        ``(B, D)`` when ``span`` starts at layer 0 (``total`` None), else from the ``(B C)`` rows
+        ``h`` and goodness ``total`` ``(B C,)`` a span below left. Returns both after ``span``."""
+        layers = self.readout_layers if layers is None else layers
         if self.image_negatives is not None:
             raise ConfigError("an unsupervised net has no label to try: use readout.kind = 'probe'")
-        xf = self.flat(x)
-        enc, first = self.encoder, self._sharing_first()
-        b, c = xf.shape[0], self.num_classes
-        rows = torch.arange(b, device=xf.device).repeat_interleave(c)  # (B C,): b-major
-        total = torch.zeros(b * c, device=xf.device)
-        with self._autocast(xf):
-            if first is not None:
-                codes = torch.eye(c, device=xf.device, dtype=xf.dtype).repeat(b, 1)
-                codes = codes * enc.value(xf).index_select(0, rows)[:, None]
-                shared = (rows, codes, enc.patterns.to(xf.dtype))
-                h, scored = self.run_layer(0, enc.base(xf), shared)
-            else:  # no shared product (the std norm is not a scale): every label stacked
-                labels = torch.arange(c, device=xf.device).repeat(b)
-                h, scored = self.run_layer(0, enc.embed_labels(xf.index_select(0, rows), labels))
-            for i in range(len(self.layers)):
+        scored = h
+        with self._autocast(h):
+            if span.start == 0:
+                h, scored, total = self._score_first(h)
+            assert total is not None
+            for i in span:
                 if i > 0:
                     h, scored = self.run_layer(i, h)
                 if i in layers:
                     total += self.goodness(scored)
-        return total.view(b, c)
+        return h, total
+
+    def _score_first(self, xf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The first layer on every label of flat images ``xf`` ``(B, D)``: its ``(B C)`` rows
+        (b-major), what their goodness is taken of, and a zero goodness total."""
+        enc, first = self.encoder, self._sharing_first()
+        b, c = xf.shape[0], self.num_classes
+        rows = torch.arange(b, device=xf.device).repeat_interleave(c)  # (B C,): b-major
+        total = torch.zeros(b * c, device=xf.device)
+        if first is not None:
+            codes = torch.eye(c, device=xf.device, dtype=xf.dtype).repeat(b, 1)
+            codes = codes * enc.value(xf).index_select(0, rows)[:, None]
+            shared = (rows, codes, enc.patterns.to(xf.dtype))
+            h, scored = self.run_layer(0, enc.base(xf), shared)
+        else:  # no shared product (the std norm is not a scale): every label stacked
+            labels = torch.arange(c, device=xf.device).repeat(b)
+            h, scored = self.run_layer(0, enc.embed_labels(xf.index_select(0, rows), labels))
+        return h, scored, total
 
     @torch.no_grad()
     def label_scores_naive(self, x: Tensor, layers: list[int] | None = None) -> Tensor:
