@@ -215,6 +215,67 @@ def conv_eval_section(result: dict[str, Any] | None) -> list[str]:
     return [*lines, "", f"The channel-group readout is {result['speedup']:.1f}x faster.", ""]
 
 
+def distributed_section(mnist: dict[str, Any] | None, tput: dict[str, Any] | None) -> list[str]:
+    lines = ["## Distributed FF: two processes against one", ""]
+    if mnist is None:
+        lines += ["Not run yet: `python benchmarks/distributed.py mnist`.", ""]
+    else:
+        lines += [
+            "mnist-quick (4 epochs) launched as a user launches it, one thread per process so "
+            f"that two processes share the two cores fairly against one. {_where(mnist)}",
+            "",
+            f"Command: `{mnist['command']}`",
+            "",
+            "| run | test accuracy | wall time | command |",
+            "|---|---|---|---|",
+        ]
+        for name, r in mnist["runs"].items():
+            lines.append(
+                f"| {name} | {100 * r['test_acc']:.2f}% | {r['wall_seconds']:.0f} s "
+                f"| `{r['command']}` |"
+            )
+        lines += [
+            "",
+            "The pipeline is the one-process run with its scorer (hard negatives scored on layer",
+            "0, the first stage) to the bit; data parallel is the one-process run to float",
+            "rounding ([docs/distributed.md](docs/distributed.md)).",
+            "",
+        ]
+    if tput is None:
+        return [*lines, "Not run yet: `python benchmarks/distributed.py throughput`.", ""]
+    runs = tput["runs"]
+    lines += [
+        "Throughput of 4x2000 (784-2000-2000-2000-2000, mnist-quick's step) at batch 1000: the",
+        f"second of two epochs of 20 steps, one thread per process. {_where(tput)}",
+        "",
+        f"Command: `{tput['command']}`",
+        "",
+        "| run | images/s | over one process | bytes sent per step |",
+        "|---|---|---|---|",
+    ]
+    one = runs["one process"]["images_per_second"]
+    for name, r in runs.items():
+        sent = r["bytes_sent_per_step"] or r["bytes_reduced_per_step"]
+        what = "" if not sent else f"{sent / 2**20:.1f} MiB"
+        lines.append(
+            f"| {name} | {r['images_per_second']:.0f} | {r['images_per_second'] / one:.2f}x "
+            f"| {what} |"
+        )
+    model = tput["model"]
+    cut = model["stages"][0]
+    lines += [
+        "",
+        f"The model (docs/distributed.md) predicts {model['predicted_speedup']:.2f}x for the "
+        f"pipeline's cut (layers {cut['layers']} | the rest), with "
+        f"{cut['ff_bytes_per_step'] / 2**20:.1f} MiB per step across it (measured: "
+        f"{runs['pipeline, 2 processes']['bytes_sent_per_step'] / 2**20:.1f} MiB) at the "
+        f"measured link of {tput['link_bytes_per_second'] / 2**30:.2f} GiB/s; measured "
+        f"{tput['measured_speedup']:.2f}x.",
+        "",
+    ]
+    return lines
+
+
 def render() -> str:
     lines = [
         "# Benchmarks",
@@ -233,6 +294,7 @@ def render() -> str:
     )
     lines += memory_section(_load("conv_memory"))
     lines += conv_eval_section(_load("conv_eval_speed"))
+    lines += distributed_section(_load("distributed_mnist"), _load("distributed_throughput"))
     return "\n".join(lines)
 
 

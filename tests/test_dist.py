@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import forwardforward as ff
+from forwardforward.checkpoint import read_checkpoint
 from forwardforward.config import DistConfig, validate
 from forwardforward.dist import World, check_pipeline, data_parallel, init_world, partition
 from forwardforward.errors import CheckpointError, ConfigError
@@ -191,10 +192,17 @@ def test_a_killed_process_is_named_and_resume_finishes(tmp_path: Path, mode: str
         assert code == 0, err[-3000:]
     results = json.loads((run / "results.json").read_text())
     assert results["epochs"] == 3 and results["dist"]["world_size"] == 2
-    epochs = [
-        json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()
-    ]
-    assert epochs == [1, 2, 3]
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    # exactly where a run that was never interrupted ends
+    whole = tmp_path / "whole"
+    command = [*args[: args.index("--out") + 1], str(whole), *args[args.index("--out") + 2 :]]
+    for code, err in finish(spawn(command)):
+        assert code == 0, err[-3000:]
+    resumed, never = (read_checkpoint(d / "checkpoint.pt")["model"] for d in (run, whole))
+    assert resumed.keys() == never.keys()
+    for k in never:
+        assert torch.equal(resumed[k], never[k]), k
     # a run of 2 processes resumes with 2, not with 1
     config = ff.load_preset("mnist-quick", ["data.dataset=synthetic", "data.fraction=0.1",
                                             "model.layers=[64, 64]", "train.batch_size=20",

@@ -116,6 +116,8 @@ class Stage:
         self.pending: deque[list[Any]] = deque()
         self.bytes_sent = 0
         """Bytes of activations this stage has sent downstream (for the communication model)."""
+        self.training_sends: list[int] = []
+        """Bytes of each training step's message downstream."""
 
     def describe(self) -> str:
         spans = ", ".join(f"rank {r}: layers {_span(s)}" for r, s in enumerate(self.stages))
@@ -218,7 +220,9 @@ class Stage:
         if self.last:
             net.end_step(state, gen)
         else:
+            before = self.bytes_sent
             self._send_state(state)  # before this stage's update: the next one sees batch t
+            self.training_sends.append(self.bytes_sent - before)
         learn(
             [loss for _, loss in state.losses],
             [name for name, _ in state.losses],
