@@ -3,7 +3,8 @@ two (data parallel, layer pipeline), and the pipeline's throughput on 4x2000 aga
 communication-volume model of docs/distributed.md.
 
     python benchmarks/distributed.py mnist [--data-dir DIR]    # results/distributed_mnist.json
-    python benchmarks/distributed.py throughput                # results/distributed_throughput.json
+    python benchmarks/distributed.py throughput [--data-dir DIR]  # distributed_throughput.json
+    python benchmarks/distributed.py contention [--data-dir DIR]  # distributed_contention.json
 
 Every process runs one thread (``train.threads=1``), so that two processes share the two cores
 fairly against one. The runs are launched the way a user launches them: ``ff train`` for one
@@ -78,11 +79,11 @@ def mnist(data_dir: str | None) -> dict[str, Any]:
 # -- throughput ----------------------------------------------------------------------------------
 
 THROUGHPUT = [
-    "data.dataset=synthetic",
-    "data.fraction=10",  # 20,000 images: 20 steps of 1000 per epoch
+    "data.fraction=0.25",  # 15,000 MNIST images: 15 steps of 1000 per epoch
     "model.layers=[2000, 2000, 2000, 2000]",
     "train.batch_size=1000",
-    "train.epochs=2",
+    "train.epochs=3",
+    "train.eval_every=10",  # the test split is scored after the last epoch only
     "negatives.score_layers=[0, 1]",  # the first stage holds layers 0-1
     "train.threads=1",
 ]
@@ -106,8 +107,7 @@ def worker(out: str, overrides: list[str]) -> None:
             json.dumps(
                 {
                     # the second epoch: warm, from the first epoch's end to the second's
-                    "epoch_seconds": history[-1]["elapsed_seconds"]
-                    - history[-2]["elapsed_seconds"],
+                    "epoch_seconds": history[1]["elapsed_seconds"] - history[0]["elapsed_seconds"],
                     "steps_per_epoch": steps,
                     "batch_size": trainer.config.train.batch_size,
                     "bytes_sent_per_step": sum(sends) / max(len(sends), 1),
@@ -166,7 +166,7 @@ def throughput() -> dict[str, Any]:
     one = out["one process"]
     model = pipeline_model(
         [784, 2000, 2000, 2000, 2000], out["pipeline, 2 processes"]["stages"], 1000, link,
-        one["epoch_seconds"] / one["steps_per_epoch"],
+        one["epoch_seconds"] / one["steps_per_epoch"], one["steps_per_epoch"],
     )  # fmt: skip
     return {
         "runs": out,
@@ -175,6 +175,41 @@ def throughput() -> dict[str, Any]:
         "measured_speedup": out["pipeline, 2 processes"]["images_per_second"]
         / one["images_per_second"],
         "ddp_speedup": out["ddp, 2 processes"]["images_per_second"] / one["images_per_second"],
+        "matmul_peak_flops_per_s": _one_thread_peaks(),
+        **environment(torch.device("cpu")),
+    }
+
+
+def contention() -> dict[str, Any]:
+    """Two one-process runs of the throughput net side by side against one alone: how much a
+    process slows when another computes beside it (shared caches and memory bandwidth), the
+    factor the model's compute time leaves out."""
+    tmp = Path(tempfile.mkdtemp(prefix="ff-cont-"))
+    script = str(Path(__file__).resolve())
+    config = [*THROUGHPUT[:3], "train.epochs=2", *THROUGHPUT[4:]]
+
+    def start(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [PYTHON, script, "worker", str(tmp / name), *config], cwd=ROOT, text=True
+        )
+
+    alone = start("alone.json")
+    alone.wait()
+    pair = [start("a.json"), start("b.json")]
+    for p in pair:
+        p.wait()
+    if alone.returncode or any(p.returncode for p in pair):
+        raise SystemExit("a contention run failed")
+    seconds = {
+        n: json.loads((tmp / f"{n}.json").read_text())["epoch_seconds"] for n in ("alone", "a", "b")
+    }
+    shutil.rmtree(tmp, ignore_errors=True)
+    both = (seconds["a"] + seconds["b"]) / 2
+    return {
+        "epoch_seconds_alone": seconds["alone"],
+        "epoch_seconds_side_by_side": both,
+        "speed_side_by_side": seconds["alone"] / both,
+        "command": "python benchmarks/distributed.py contention",
         "matmul_peak_flops_per_s": _one_thread_peaks(),
         **environment(torch.device("cpu")),
     }
@@ -195,6 +230,7 @@ def pipeline_model(
     batch: int,
     link: float,
     step_seconds: float,
+    steps: int = 60,
     negatives: int = 1,
     probe: bool = True,
 ) -> dict[str, Any]:
@@ -203,9 +239,11 @@ def pipeline_model(
 
     Bytes a stage sends per step (fp32): every positive and negative row of its last layer,
     ``(1 + K) B H``, the neutral pass ``B H``, the readout features gathered so far (the
-    probe learns on the last stage) and the labels (int64); a backprop pipeline sends ``B H`` forward and ``B H``
-    back (the gradient). Time per step: the slowest stage's share of the one-process step
-    (its share of ``in x out`` products) plus its send at ``link`` bytes per second.
+    probe learns on the last stage) and the labels (int64); a backprop pipeline sends ``B H``
+    forward and ``B H`` back (the gradient). Time per step: the slowest stage's share of the
+    one-process step (its share of ``in x out`` products) plus its send at ``link`` bytes per
+    second. An epoch of ``steps`` steps also fills the pipe once: the first batch passes every
+    stage before the slowest stage's rate sets in.
     """
     work = [widths[i] * widths[i + 1] for i in range(len(widths) - 1)]
     total = sum(work)
@@ -228,10 +266,15 @@ def pipeline_model(
             }
         )
     slowest = max(s["compute_seconds"] + s["send_seconds"] for s in per_stage)
+    fill = sum(s["compute_seconds"] + s["send_seconds"] for s in per_stage) - slowest
+    epoch = steps * slowest + fill
     return {
         "stages": per_stage,
         "predicted_step_seconds": slowest,
-        "predicted_speedup": step_seconds / slowest,
+        "steady_speedup": step_seconds / slowest,
+        "steps_per_epoch": steps,
+        "predicted_epoch_seconds": epoch,
+        "predicted_speedup": steps * step_seconds / epoch,
     }
 
 
@@ -254,7 +297,10 @@ def main() -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("mnist")
     p.add_argument("--data-dir")
-    sub.add_parser("throughput")
+    t = sub.add_parser("throughput")
+    t.add_argument("--data-dir")
+    c = sub.add_parser("contention")
+    c.add_argument("--data-dir")
     w = sub.add_parser("worker")
     w.add_argument("out")
     w.add_argument("overrides", nargs="*")
@@ -265,6 +311,11 @@ def main() -> int:
         return 0
     if args.what == "mnist":
         write_result("distributed_mnist", mnist(args.data_dir))
+        return 0
+    if args.data_dir:
+        os.environ["FORWARDFORWARD_DATA"] = args.data_dir
+    if args.what == "contention":
+        write_result("distributed_contention", contention())
         return 0
     result = throughput()
     one = result["runs"]["one process"]

@@ -31,7 +31,9 @@ def _where(result: dict[str, Any], peaks_shown: bool = False) -> str:
     if isinstance(peaks, dict) and not peaks_shown:
         text += (
             " Matmul peak measured in the same process: "
-            + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items())
+            + ", ".join(
+                f"{k} {v / 1e9:.{0 if v >= 1e10 else 1}f} GFLOP/s" for k, v in peaks.items()
+            )
             + "."
         )
     if "peak_memory_mb" in result:  # results stored before peak memory was measured lack it
@@ -215,7 +217,9 @@ def conv_eval_section(result: dict[str, Any] | None) -> list[str]:
     return [*lines, "", f"The channel-group readout is {result['speedup']:.1f}x faster.", ""]
 
 
-def distributed_section(mnist: dict[str, Any] | None, tput: dict[str, Any] | None) -> list[str]:
+def distributed_section(
+    mnist: dict[str, Any] | None, tput: dict[str, Any] | None, cont: dict[str, Any] | None
+) -> list[str]:
     lines = ["## Distributed FF: two processes against one", ""]
     if mnist is None:
         lines += ["Not run yet: `python benchmarks/distributed.py mnist`.", ""]
@@ -246,11 +250,12 @@ def distributed_section(mnist: dict[str, Any] | None, tput: dict[str, Any] | Non
     runs = tput["runs"]
     lines += [
         "Throughput of 4x2000 (784-2000-2000-2000-2000, mnist-quick's step) at batch 1000: the",
-        f"second of two epochs of 20 steps, one thread per process. {_where(tput)}",
+        f"second of three epochs of 15 steps (15,000 MNIST images), one thread per process. "
+        f"{_where(tput)}",
         "",
         f"Command: `{tput['command']}`",
         "",
-        "| run | images/s | over one process | bytes sent per step |",
+        "| run | images/s | over one process | bytes per step (pipeline: sent; ddp: all-reduced) |",
         "|---|---|---|---|",
     ]
     one = runs["one process"]["images_per_second"]
@@ -273,6 +278,17 @@ def distributed_section(mnist: dict[str, Any] | None, tput: dict[str, Any] | Non
         f"{tput['measured_speedup']:.2f}x.",
         "",
     ]
+    if cont is not None:
+        lines += [
+            "The model's compute shares are shares of the `in x out` products: it leaves out the",
+            "work that is not a product and what two processes cost each other on one machine.",
+            "Two one-process runs of this net side by side ran at "
+            f"{cont['speed_side_by_side']:.2f} of one alone "
+            f"({cont['epoch_seconds_side_by_side']:.1f} s against "
+            f"{cont['epoch_seconds_alone']:.1f} s per epoch; `{cont['command']}`; "
+            f"{_where(cont)})",
+            "",
+        ]
     return lines
 
 
@@ -294,7 +310,11 @@ def render() -> str:
     )
     lines += memory_section(_load("conv_memory"))
     lines += conv_eval_section(_load("conv_eval_speed"))
-    lines += distributed_section(_load("distributed_mnist"), _load("distributed_throughput"))
+    lines += distributed_section(
+        _load("distributed_mnist"),
+        _load("distributed_throughput"),
+        _load("distributed_contention"),
+    )
     return "\n".join(lines)
 
 

@@ -21,8 +21,9 @@ def test_missing_results_are_listed_as_not_run(
 ) -> None:
     monkeypatch.setattr(report, "RESULTS", tmp_path)
     text = report.render()
-    assert text.count("Not run yet") == 6
+    assert text.count("Not run yet") == 8
     assert "`python benchmarks/eval_speed.py`" in text
+    assert "`python benchmarks/distributed.py throughput`" in text
     assert "`python benchmarks/conv_memory.py`" in text
     assert "--preset conv-mnist-quick --target 0.99 --name time_to_accuracy_conv" in text
 
@@ -65,7 +66,7 @@ def test_figures_and_commands_come_from_the_result_files(
     assert "| mnist-quick ff | 61.5 s | 3 | 98.61% | 80 s |" in text
     assert "| mnist-quick backprop | not reached |  | 98.45% | 50 s |" in text
     assert "29x faster" in text and "1234 MiB" in text
-    assert text.count("Not run yet") == 5
+    assert text.count("Not run yet") == 7
 
 
 def test_the_conv_sections_show_memory_against_depth_and_readout_speed(
@@ -95,7 +96,34 @@ def test_the_conv_sections_show_memory_against_depth_and_readout_speed(
     assert "| 4 | 100 MiB | 400 MiB | 4.0 |" in text and "| 8 | 101 MiB | 800 MiB | 7.9 |" in text
     assert "| channel groups, one pass | 1.00 s | 10000 | 99.10% |" in text
     assert "| try-all labels | 9.50 s | 1053 | (untrained) |" in text
-    assert "9.5x faster" in text and text.count("Not run yet") == 4
+    assert "9.5x faster" in text and text.count("Not run yet") == 6
+
+
+def test_the_distributed_section_shows_runs_throughput_and_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    run = {"test_acc": 0.9848, "wall_seconds": 77.4, "command": "torchrun ... dist.mode=pipeline"}
+    mnist = {**ENV, "command": "python benchmarks/distributed.py mnist",
+             "runs": {"pipeline, 2 processes": run}}  # fmt: skip
+    stage = {"layers": [0, 1], "ff_bytes_per_step": 40008000}
+    rate = {"bytes_sent_per_step": 0.0, "bytes_reduced_per_step": 0.0}
+    tput = {
+        **ENV, "command": "python benchmarks/distributed.py throughput",
+        "runs": {"one process": {**rate, "images_per_second": 440.0},
+                 "pipeline, 2 processes": {**rate, "images_per_second": 585.0,
+                                           "bytes_sent_per_step": 40008000.0}},
+        "model": {"stages": [stage], "predicted_speedup": 1.62},
+        "link_bytes_per_second": 1.7 * 2**30, "measured_speedup": 1.33,
+    }  # fmt: skip
+    cont = {**ENV, "command": "c", "speed_side_by_side": 0.95, "epoch_seconds_alone": 37.2,
+            "epoch_seconds_side_by_side": 39.1}  # fmt: skip
+    for name, value in (("mnist", mnist), ("throughput", tput), ("contention", cont)):
+        (tmp_path / f"distributed_{name}.json").write_text(json.dumps(value))
+    text = report.render()
+    assert "| pipeline, 2 processes | 98.48% | 77 s | `torchrun ... dist.mode=pipeline` |" in text
+    assert "| pipeline, 2 processes | 585 | 1.33x | 38.2 MiB |" in text
+    assert "predicts 1.62x" in text and "measured: 38.2 MiB" in text and "0.95 of one" in text
 
 
 def test_presets_table_shows_every_seed_and_their_mean(

@@ -310,7 +310,7 @@ class Trainer:
             Evaluate(split, split_name, t.eval_every, t.eval_batch_size, measure=self.measure)
         )
         if self.stage is not None:  # rank 0's copy of the net made whole (then saved)
-            callbacks.append(GatherStages(self.stage))
+            callbacks.append(GatherStages(self.stage, checkpoints=self.out_dir is not None))
         if self.out_dir is not None and self.is_main:
             callbacks.append(RunFolder(self, self.out_dir))
         if progress_style(self.progress) != "off":

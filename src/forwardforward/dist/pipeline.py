@@ -323,11 +323,20 @@ def _metric_order(key: str) -> tuple[int, int, str]:
 
 
 class GatherStages(Callback):
-    """Before every checkpoint: every stage's layers (weights and buffers) and optimiser
-    states into rank 0's copy of the whole net, which then writes one ordinary checkpoint."""
+    """Every stage's layers (weights and buffers) and optimiser states into rank 0's copy of
+    the whole net: before every checkpoint (``checkpoints``: rank 0 then writes one ordinary
+    checkpoint), and once when training ends, so that rank 0 holds the trained net."""
 
-    def __init__(self, stage: Stage) -> None:
-        self.stage = stage
+    def __init__(self, stage: Stage, checkpoints: bool = True) -> None:
+        self.stage, self.checkpoints = stage, checkpoints
+        self._fresh = False  # gathered since the last step
+
+    def on_batch_end(self, loop: Loop, metrics: dict[str, Tensor], batch: int) -> None:
+        self._fresh = False
+
+    def on_fit_end(self, loop: Loop) -> None:
+        if not self._fresh:
+            self.gather()
 
     def owned(self) -> tuple[dict[str, Tensor], dict[int, Any]]:
         stage, net = self.stage, self.stage.net
@@ -352,7 +361,13 @@ class GatherStages(Callback):
         return state, opt
 
     def on_checkpoint(self, loop: Loop) -> None:
+        if self.checkpoints:
+            self.gather()
+
+    def gather(self) -> None:
+        """Every stage's part into rank 0's net and optimisers (every rank must call it)."""
         stage, net = self.stage, self.stage.net
+        self._fresh = True
         stage.flush()
         main = stage.world.is_main
         parts: list[Any] | None = [None] * stage.size if main else None
