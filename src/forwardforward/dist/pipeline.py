@@ -31,7 +31,6 @@ from forwardforward.dist.world import World, guard
 from forwardforward.errors import ConfigError
 from forwardforward.loop import Callback, Loop
 from forwardforward.nets.feedforward import FFNet, StepState
-from forwardforward.stepping import learn
 
 __all__ = ["GatherStages", "MergeStageMetrics", "Stage", "partition", "pipeline_accuracy"]
 
@@ -223,13 +222,7 @@ class Stage:
             before = self.bytes_sent
             self._send_state(state)  # before this stage's update: the next one sees batch t
             self.training_sends.append(self.bytes_sent - before)
-        learn(
-            [loss for _, loss in state.losses],
-            [name for name, _ in state.losses],
-            [net.optimizers[i] for i in state.optimizers],
-            [net.schedulers[i] for i in state.optimizers],
-            step=step,
-        )
+        net.learn_state(state, step)
         self.ack(x.device)
         return state.metrics
 

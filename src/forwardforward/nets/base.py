@@ -157,15 +157,20 @@ class NetBase(FFModule):
             for opt in self.optimizers
         ]
         if self.probe is not None:
-            r = self.config.readout
-            popt = make_optimizer(
-                list(self.probe.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
-                r.probe_weight_decay,
-            )  # fmt: skip
-            self.optimizers.append(popt)
-            self.schedulers.append(
-                torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(o.schedule, probe_steps))
-            )
+            self._add_readout_optimizer(self.probe, probe_steps)
+
+    def _add_readout_optimizer(self, head: nn.Module, steps: int) -> None:
+        """An optimiser for a linear readout ``head`` (``readout.probe_*``) with the schedule
+        over ``steps`` steps, after the others."""
+        r = self.config.readout
+        popt = make_optimizer(
+            list(head.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
+            r.probe_weight_decay,
+        )  # fmt: skip
+        self.optimizers.append(popt)
+        self.schedulers.append(
+            torch.optim.lr_scheduler.LambdaLR(popt, lr_lambda(self.config.optim.schedule, steps))
+        )
 
     def _autocast(self, x: Tensor) -> torch.autocast:
         """bf16 autocast on ``x``'s device when ``train.precision = "bf16"``, else a no-op."""

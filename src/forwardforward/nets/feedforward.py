@@ -29,8 +29,6 @@ from forwardforward.nets.base import (
     NetBase,
     PipeStage,
     autocast_dtype,
-    lr_lambda,
-    make_optimizer,
     pixels,
 )
 from forwardforward.stepping import learn
@@ -225,16 +223,7 @@ class FFNet(NetBase):
         probe_total = total if r.probe_mode == "joint" else steps_per_epoch * r.probe_epochs
         self._build_optimizers(total, probe_total)
         if self.scorer is not None:  # after the probe's: it trains the same way
-            popt = make_optimizer(
-                list(self.scorer.parameters()), r.probe_optimizer, r.probe_lr, r.probe_momentum,
-                r.probe_weight_decay,
-            )  # fmt: skip
-            self.optimizers.append(popt)
-            self.schedulers.append(
-                torch.optim.lr_scheduler.LambdaLR(
-                    popt, lr_lambda(self.config.optim.schedule, probe_total)
-                )
-            )
+            self._add_readout_optimizer(self.scorer, probe_total)
 
     def phases(self) -> int:
         """One phase (all layers together), or one per layer for greedy training."""
@@ -387,6 +376,12 @@ class FFNet(NetBase):
         state = self.begin_step(x, y, gen)
         self.run_layers(state, range(len(self.layers)))
         self.end_step(state, gen)
+        self.learn_state(state, step)
+        return state.metrics
+
+    def learn_state(self, state: StepState, step: int) -> None:
+        """Every loss the step's state holds trains its own weights (see
+        :func:`~forwardforward.stepping.learn`)."""
         learn(
             [loss for _, loss in state.losses],
             [name for name, _ in state.losses],
@@ -394,7 +389,6 @@ class FFNet(NetBase):
             [self.schedulers[i] for i in state.optimizers],
             step=step,
         )
-        return state.metrics
 
     def _greedy_step(self, k: int, a_pos: Tensor, a_neg: Tensor, step: int) -> dict[str, Tensor]:
         """A greedy step: layer ``k`` learns from its positive and negative inputs."""
