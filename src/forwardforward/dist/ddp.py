@@ -22,7 +22,7 @@ from torch import Tensor
 
 from forwardforward.data.vision import Split
 from forwardforward.dist.world import World, guard
-from forwardforward.loop import Classifier
+from forwardforward.loop import Classifier, accuracy
 from forwardforward.stepping import syncing
 
 __all__ = ["Shard", "sharded_accuracy"]
@@ -92,10 +92,9 @@ class Shard:
         return self._sum(losses * self.weight, "reducing the losses")
 
     def reduce_grads(self, params: Sequence[torch.nn.Parameter]) -> None:
-        with_grad = [p for p in params if p.grad is not None]
-        if not with_grad:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
             return
-        grads = [p.grad for p in with_grad if p.grad is not None]
         flat = torch.cat([g.reshape(-1) for g in grads]) * self.weight
         self.bytes_reduced += flat.numel() * flat.element_size()
         self._sum(flat, "reducing the gradients")
@@ -133,13 +132,8 @@ def sharded_accuracy(
     """:func:`~forwardforward.loop.accuracy` with the split's rows shared out between the
     processes; every process gets the accuracy of the whole split."""
     lo, hi = shard.bounds(len(split))
-    was_training = net.training
-    net.eval()
-    correct = 0
-    images, labels = split.images[lo:hi], split.labels[lo:hi]
-    for xb, yb in zip(images.split(batch_size), labels.split(batch_size), strict=True):
-        correct += int((net.predict(xb) == yb).sum())
-    net.train(was_training)
+    mine = split.subset(torch.arange(lo, hi, device=split.labels.device))
+    correct = round(accuracy(net, mine, batch_size) * len(mine))
     total = torch.tensor([float(correct)], dtype=torch.float64, device=split.labels.device)
     with guard(shard.world, "counting correct predictions"):
         dist.all_reduce(total)
