@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _common import cpu_model
 
 from forwardforward.config import load_preset, preset_names
 from forwardforward.perf import keep_freed_memory
@@ -32,7 +32,8 @@ STORE = ROOT / "results" / "presets"
 
 
 def machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    """The CPU's model and matrix instructions (see ``_common.cpu_model``) and the threads."""
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def run(

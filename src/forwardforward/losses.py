@@ -159,6 +159,10 @@ class LocalObjective:
         """
         scores = self.score(h)
         pos, neg = scores[:b], scores[b:]
+        return self.loss(i, pos, neg), pos, neg
+
+    def loss(self, i: int, pos: Tensor, neg: Tensor) -> Tensor:
+        """Layer ``i``'s loss on the scores of positives ``(P,)`` and negatives ``(N,)``."""
         shift = self.neg_shifts[i]
         seen = neg - shift if shift else neg
-        return self.loss_fn(pos, seen, self.thetas[i], self.alpha), pos, neg
+        return self.loss_fn(pos, seen, self.thetas[i], self.alpha)
