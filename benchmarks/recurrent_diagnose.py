@@ -55,9 +55,7 @@ def paths(net: RecurrentFFNet, x: Tensor, labels: Tensor) -> dict[str, Tensor]:
     with torch.no_grad():
         for t in range(rc.steps):
             label = codes if t >= rc.label_hidden_steps else hidden
-            below = normalize(states[-2], norm) if len(states) > 1 else None
-            if below is None:
-                below = normalize(net.frame(fr, t), norm)
+            below = normalize(states[-2] if len(states) > 1 else net.frame(fr, t), norm)
             up.append(top.bottom_up(below).norm(dim=1).mean())
             down.append(top.top_down(label).norm(dim=1).mean())
             lat = top.lateral(normalize(states[-1], norm)) if top.lateral is not None else None
