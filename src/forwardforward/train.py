@@ -346,8 +346,12 @@ class Trainer:
         return f"{w.size} processes on {hosts} host(s), {w.backend}: {mode}"
 
     def close(self) -> None:
-        """Leave the process group of a distributed run (nothing to do for one process)."""
+        """Leave the process group of a distributed run (nothing to do for one process).
+
+        The ranks first wait for each other: a rank that tore its connections down while
+        another was still finishing could abort that one's exit (gloo's threads)."""
         if self.world is not None:
+            self.world.barrier()
             shutdown()
 
     # the loop's state, as a run folder's checkpoint holds it
