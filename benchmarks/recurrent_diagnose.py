@@ -58,8 +58,10 @@ def paths(net: RecurrentFFNet, x: Tensor, labels: Tensor) -> dict[str, Tensor]:
             below = normalize(states[-2] if len(states) > 1 else net.frame(fr, t), norm)
             up.append(top.bottom_up(below).norm(dim=1).mean())
             down.append(top.top_down(label).norm(dim=1).mean())
-            lat = top.lateral(normalize(states[-1], norm)) if top.lateral is not None else None
-            side.append(lat.norm(dim=1).mean() if lat is not None else torch.tensor(0.0))
+            if top.lateral is None:
+                side.append(torch.tensor(0.0))
+            else:
+                side.append(top.lateral(normalize(states[-1], norm)).norm(dim=1).mean())
             states = net.step(net.frame(fr, t), label, states)
             goodness.append(torch.stack([net.goodness(s) for s in states]))
     return {
@@ -81,11 +83,11 @@ def grad_norms(net: RecurrentFFNet, x: Tensor, y: Tensor, q: Tensor) -> list[flo
         for t in range(rc.label_hidden_steps):
             states = net.step(net.frame(fr, t), hidden, states)
     both = torch.cat([fr, fr])
-    codes = torch.cat([F.one_hot(y, net.num_classes).float(), F.one_hot(q, net.num_classes)])
+    codes = F.one_hot(torch.cat([y, q]), net.num_classes).float()
     states = [torch.cat([s, s]) for s in states]
     sums = [0.0] * len(net.layers)
     for t in range(rc.label_hidden_steps, rc.steps):
-        states = net.step(net.frame(both, t), codes.float(), states)
+        states = net.step(net.frame(both, t), codes, states)
         for i, h in enumerate(states):
             loss = net.objective(i, h, b)[0]
             params = [p for p in net.layers[i].parameters() if p.requires_grad]
