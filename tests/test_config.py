@@ -215,7 +215,7 @@ def test_a_missing_toml_path_is_an_unknown_preset(tmp_path: Path) -> None:
         ("optim.name=lbfgs", ["sgd", "adam", "adamw", "rmsprop"]),
         ("optim.schedule=step", ["constant", "cooldown", "cosine"]),
         ("train.schedule=random", ["simultaneous", "greedy"]),
-        ("train.precision=fp16", ["fp32", "bf16"]),
+        ("train.precision=fp16", ["fp32", "bf16", "auto"]),
         ("model.kind=convolutional", ["feedforward", "recurrent"]),
         ("negatives.pairing=interleave", ["sum", "concat"]),
     ],

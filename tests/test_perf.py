@@ -7,6 +7,10 @@ import sys
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from forwardforward.perf import cpu_flags, fast_bf16, resolve_precision
 
 PROBE = textwrap.dedent(
     """
@@ -45,3 +49,43 @@ def test_the_environment_variable_turns_it_off() -> None:
 
     env = {**os.environ, "FORWARDFORWARD_MALLOC": "system"}
     assert _faults("keep", env)[0] == "False"
+
+
+CPUINFO = "processor\t: 0\nvendor_id\t: {vendor}\nflags\t\t: {flags}\nbugs\t\t: none\n\n"
+
+
+@given(
+    flags=st.lists(
+        st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_", min_size=1, max_size=12),
+        max_size=30,
+    )
+)
+def test_cpu_flags_reads_the_flags_line(flags: list[str]) -> None:
+    text = CPUINFO.format(vendor="AuthenticAMD", flags=" ".join(flags))
+    assert cpu_flags(text) == frozenset(flags)
+
+
+def test_cpu_flags_without_a_flags_line_is_empty() -> None:
+    assert cpu_flags("processor\t: 0\nmodel name\t: something\n") == frozenset()
+    assert cpu_flags("") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [
+        ("fpu sse2 avx avx2 fma", False),  # AMD EPYC (AVX2): bf16 is emulated, slow
+        ("avx2 avx512f avx512bw", False),  # AVX-512 without its bf16 instructions
+        ("avx2 avx512f avx512_bf16", True),
+        ("avx2 avx512f amx_tile amx_bf16", True),  # Sapphire Rapids Xeon
+    ],
+)
+def test_auto_precision_follows_the_cpu_units(flags: str, fast: bool) -> None:
+    have = cpu_flags(CPUINFO.format(vendor="x", flags=flags))
+    assert fast_bf16("cpu", have) is fast
+    assert resolve_precision("auto", "cpu", have) == ("bf16" if fast else "fp32")
+    for fixed in ("fp32", "bf16"):  # a precision named outright is kept
+        assert resolve_precision(fixed, "cpu", have) == fixed
+
+
+def test_auto_precision_on_an_unknown_device_is_fp32() -> None:
+    assert resolve_precision("auto", "mps", frozenset({"amx_bf16"})) == "fp32"

@@ -502,3 +502,30 @@ def test_training_flushes_subnormal_floats_and_restores_the_mode(
     trainer.fit()
     assert set(modes) == {flush}
     assert not flushes_denormals()  # the mode from before the run
+
+
+@pytest.mark.parametrize(("flags", "chosen"), [("avx2 fma", "fp32"), ("avx2 amx_bf16", "bf16")])
+def test_auto_precision_records_the_choice_for_the_cpu(
+    tiny_config: Callable[..., RunConfig],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: str,
+    chosen: str,
+) -> None:
+    """``train.precision = "auto"``: bf16 only on a CPU with a fast bf16 unit; the run folder's
+    config.json and the net's autocast follow the concrete choice, not the word ``auto``."""
+    monkeypatch.setattr(
+        "forwardforward.perf.cpu_flags", lambda cpuinfo=None: frozenset(flags.split())
+    )
+    trainer = Trainer(
+        tiny_config("train.precision=auto", "train.device=cpu", "train.epochs=1"),
+        out_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert trainer.config.train.precision == chosen
+    expected = torch.bfloat16 if chosen == "bf16" else None
+    assert isinstance(trainer.net, FFNet)
+    assert trainer.net.autocast_dtype == expected
+    trainer.fit()
+    saved = json.loads((tmp_path / "run" / CONFIG).read_text())
+    assert saved["config"]["train"]["precision"] == chosen

@@ -465,7 +465,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     seed: int = 0
     precision: str = "fp32"
-    """``fp32`` or ``bf16`` (autocast)."""
+    """``fp32``, ``bf16`` (autocast), or ``auto``: bf16 where the run's device multiplies bf16
+    faster than fp32 (a CUDA GPU with bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32.
+    The run folder's ``config.json`` records the precision it chose."""
     device: str = "auto"
     """``cpu``, ``cuda`` or ``auto``."""
     threads: int = 0
@@ -483,7 +485,7 @@ class TrainConfig:
         """This section's own rules."""
         _choice("train.schedule", self.schedule, ("simultaneous", "greedy"))
         _choice("train.greedy_inputs", self.greedy_inputs, ("cached", "fresh"))
-        _choice("train.precision", self.precision, ("fp32", "bf16"))
+        _choice("train.precision", self.precision, ("fp32", "bf16", "auto"))
         _choice("train.device", self.device, ("auto", "cpu", "cuda"))
         if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1:
             raise ConfigError(

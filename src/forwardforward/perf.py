@@ -69,3 +69,46 @@ def flush_denormal(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.set_flush_denormal(before)
+
+
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags (Linux ``/proc/cpuinfo``) of a unit that multiplies bf16 faster than fp32. Without
+one (AVX2 or AVX-512F alone) oneDNN converts bf16 to fp32 and back: a conv net's step under bf16
+autocast was 15 times slower than in fp32 on a 2-core AMD EPYC (0.35 s against 5.3 s)."""
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from ``/proc/cpuinfo`` (or the text given); empty where that
+    file is missing (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            return frozenset()
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def fast_bf16(device_type: str, flags: frozenset[str] | None = None) -> bool:
+    """Whether bf16 products are faster than fp32 ones on this kind of device: a CUDA GPU
+    that supports bf16, or a CPU with AMX-BF16 or AVX512-BF16 (``flags``: the CPU's, read from
+    ``/proc/cpuinfo`` when not given)."""
+    import torch
+
+    if device_type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device_type == "cpu":
+        return any(f in (cpu_flags() if flags is None else flags) for f in BF16_CPU_FLAGS)
+    return False
+
+
+def resolve_precision(precision: str, device_type: str, flags: frozenset[str] | None = None) -> str:
+    """``train.precision`` made concrete: ``auto`` is ``bf16`` where :func:`fast_bf16` holds
+    and ``fp32`` elsewhere; ``fp32`` and ``bf16`` stay as they are."""
+    if precision != "auto":
+        return precision
+    return "bf16" if fast_bf16(device_type, flags) else "fp32"

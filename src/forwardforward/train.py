@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,7 @@ from forwardforward.nets.channelwise import ChannelwiseBackpropNet, ChannelwiseN
 from forwardforward.nets.feedforward import FFNet
 from forwardforward.nets.recurrent import RecurrentFFNet
 from forwardforward.nets.sequence import SequenceFFNet
-from forwardforward.perf import flush_denormal
+from forwardforward.perf import flush_denormal, resolve_precision
 from forwardforward.progress import progress_style
 
 CHECKPOINT = "checkpoint.pt"
@@ -245,6 +245,12 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self.device = resolve_device(t.device)
+        if t.precision == "auto":  # the concrete choice is what config.json records
+            self.config = replace(
+                self.config,
+                train=replace(t, precision=resolve_precision(t.precision, self.device.type)),
+            )
+            t = self.config.train
         self.world: World | None = None
         if self.config.dist.mode != "none":  # one of several processes (torchrun)
             self.world = init_world(self.config.dist, self.device)

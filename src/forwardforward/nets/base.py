@@ -13,6 +13,7 @@ from forwardforward.config import OptimConfig, RunConfig
 from forwardforward.errors import ConfigError
 from forwardforward.layers import normalize, standardize
 from forwardforward.negatives import NegativeSampler
+from forwardforward.perf import resolve_precision
 
 
 @runtime_checkable
@@ -222,8 +223,11 @@ class NetBase(FFModule):
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype of ``train.precision``: bf16, or None for plain fp32."""
-    return torch.bfloat16 if precision == "bf16" else None
+    """The autocast dtype of ``train.precision``: bf16, or None for plain fp32. ``auto`` (a net
+    built outside a :class:`~forwardforward.train.Trainer`, which resolves it for its device)
+    is bf16 where the default device, CUDA when present else the CPU, multiplies bf16 fast."""
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.bfloat16 if resolve_precision(precision, device_type) == "bf16" else None
 
 
 def pixels(x: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
