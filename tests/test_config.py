@@ -208,7 +208,7 @@ def test_a_missing_toml_path_is_an_unknown_preset(tmp_path: Path) -> None:
         ("model.goodness=abs", ["sum_squares", "mean_squares"]),
         ("model.activation=tanhh", ["relu", "relu_st", "gelu"]),
         ("model.label=left", ["overwrite", "top_row", "concat"]),
-        ("model.label_value=two", ["one", "max"]),
+        ("model.label_value=two", ["one", "max", "norm"]),
         ("model.init=xavier", ["torch", "normal_fan_in", "normal_fan_out"]),
         ("readout.kind=vote", ["goodness", "probe"]),
         ("readout.select=first", ["argmax", "argmin", "auto"]),

@@ -95,7 +95,7 @@ def _train_briefly(net: FFNet, steps: int = 5) -> None:
 
 @pytest.mark.parametrize("label", ["overwrite", "top_row", "concat"])
 @pytest.mark.parametrize("norm", ["rms", "l2", "none", "std"])
-@pytest.mark.parametrize("value", ["one", "max"])
+@pytest.mark.parametrize("value", ["one", "max", "norm"])
 @pytest.mark.parametrize("trained", [False, True], ids=["untrained", "trained"])
 def test_label_scores_equal_the_naive_loop(
     tiny_config: Callable[..., RunConfig], label: str, norm: str, value: str, trained: bool
@@ -160,7 +160,7 @@ def test_label_scores_are_the_goodness_of_each_labelled_input(
 
 @pytest.mark.parametrize("label", ["overwrite", "top_row", "concat"])
 @pytest.mark.parametrize("norm", ["rms", "l2", "none"])
-@pytest.mark.parametrize("value", ["one", "max"])
+@pytest.mark.parametrize("value", ["one", "max", "norm"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_forward_shared_equals_forward_on_the_embedded_inputs(
     tiny_config: Callable[..., RunConfig], label: str, norm: str, value: str, bias: bool
@@ -189,7 +189,7 @@ def test_forward_shared_equals_forward_on_the_embedded_inputs(
 
 
 @pytest.mark.parametrize("negatives", ["random_wrong", "all_wrong", "hard", "inverse"])
-@pytest.mark.parametrize("value", ["one", "max"])
+@pytest.mark.parametrize("value", ["one", "max", "norm"])
 def test_a_step_with_the_shared_first_product_equals_the_stacked_step(
     tiny_config: Callable[..., RunConfig], negatives: str, value: str
 ) -> None:

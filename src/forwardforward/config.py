@@ -97,7 +97,8 @@ class ModelConfig:
     ``pull`` (Hinton's Matlab code: a constant pull on each unit's activity, much stronger)."""
     label: str = "overwrite"
     label_value: str = "one"
-    """``one`` or ``max`` (the image's maximum, as mohammadpz)."""
+    """``one``, ``max`` (the image's maximum, as mohammadpz) or ``norm`` (the image's L2 norm:
+    the label as loud as the image)."""
     input_mean: float = 0.0
     """Pixels (uint8) enter as ``(p / 255 - input_mean) / input_std`` (torchvision's
     ``Normalize``); mohammadpz and loeweX standardise MNIST with 0.1307 and 0.3081."""
@@ -114,6 +115,7 @@ class ModelConfig:
         """This section's own rules, and every piece it names."""
         from forwardforward.goodness import GOODNESS
         from forwardforward.labels import LABEL_ENCODERS
+        from forwardforward.labels import VALUES as LABEL_VALUES
         from forwardforward.layers import ACTIVATIONS, INITS, NORMS, PEER_FORMS
         from forwardforward.losses import LOSSES
 
@@ -149,7 +151,7 @@ class ModelConfig:
                 "model.goodness_of and model.pos_penalty apply to feedforward nets, not to "
                 "model.kind = 'recurrent'"
             )
-        _choice("model.label_value", self.label_value, ("one", "max"))
+        _choice("model.label_value", self.label_value, LABEL_VALUES)
         if not (self.layers or self.local or self.stack) or any(w <= 0 for w in self.layers):
             raise ConfigError(f"model.layers must be positive widths, got {self.layers}")
         thresholds: list[tuple[str, float | str | list[float], tuple[str, ...]]] = [
