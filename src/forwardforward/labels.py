@@ -59,7 +59,7 @@ class LabelEncoder(nn.Module):
         if self.value_kind == "max":
             return x.amax(dim=1)
         if self.value_kind == "norm":
-            return torch.linalg.vector_norm(x, dim=1)
+            return x.square().sum(dim=1).sqrt()
         return torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
 
     def embed(self, x: Tensor, q: Tensor) -> Tensor:
