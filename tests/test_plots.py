@@ -11,8 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
+from torch import Tensor
 
 from forwardforward.cli import main
+from forwardforward.errors import ConfigError
 from forwardforward.plots import (
     curve_panels,
     curves_png,
@@ -20,6 +23,8 @@ from forwardforward.plots import (
     grid,
     nice_ticks,
     read_run,
+    settling_figure,
+    settling_png,
     text_mask,
 )
 
@@ -55,8 +60,6 @@ def test_png_rejects_floats() -> None:
 
 
 def test_grid_places_tiles() -> None:
-    import torch
-
     tiles = torch.stack([torch.zeros(2, 2), torch.ones(2, 2)])
     img = grid(tiles, cols=2, pad=1)
     assert img.shape == (4, 7)
@@ -93,7 +96,40 @@ def test_plot_settling_of_a_recurrent_run(tmp_path: Path) -> None:
         args += ["--set", s]
     assert main(args) == 0
     assert main(["plot", "settling", str(run), "--images", "3"]) == 0
-    assert _decode((run / "settling.png").read_bytes()).ndim == 2
+    assert (run / "settling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _settling_inputs() -> tuple[Tensor, Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return (
+        torch.rand(3, 1, 8, 8, generator=gen),
+        torch.rand(3, 4, 6, generator=gen),
+        torch.tensor([0, 3, 1]),
+    )
+
+
+def test_settling_png_builtin_is_the_grey_grid() -> None:
+    images, goodness, labels = _settling_inputs()
+    data, used = settling_png(images, goodness, labels, (2, 5), backend="builtin")
+    assert used == "builtin"
+    assert np.array_equal(_decode(data), settling_figure(images, goodness))
+
+
+def test_settling_png_matplotlib_draws_a_larger_figure() -> None:
+    pytest.importorskip("matplotlib")
+    images, goodness, labels = _settling_inputs()
+    data, used = settling_png(images, goodness, labels, (2, 5), backend="matplotlib")
+    assert used == "matplotlib" and data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])  # IHDR
+    assert width > 3 * 100 and height > 200
+
+
+def test_settling_png_checks_its_inputs() -> None:
+    images, goodness, labels = _settling_inputs()
+    with pytest.raises(ValueError, match="2 labels for 3"):
+        settling_png(images, goodness, labels[:2], (2, 5))
+    with pytest.raises(ConfigError, match="backend"):
+        settling_png(images, goodness, labels, (2, 5), backend="svg")
 
 
 def test_plot_settling_refuses_a_feedforward_run(tmp_path: Path) -> None:

@@ -200,8 +200,9 @@ def _cmd_plot_fields(args: argparse.Namespace) -> int:
 def _cmd_plot_settling(args: argparse.Namespace) -> int:
     import torch
 
+    from forwardforward.checkpoint import atomic_write_bytes
     from forwardforward.nets.recurrent import RecurrentFFNet
-    from forwardforward.plots import settling_figure, write_png
+    from forwardforward.plots import MATPLOTLIB_MISSING, settling_png
     from forwardforward.train import load_data, load_run
 
     config, _, net, _ = load_run(Path(args.run_dir))
@@ -214,7 +215,12 @@ def _cmd_plot_settling(args: argparse.Namespace) -> int:
     layers = net.readout_layers
     per_label = g[:, layers].sum(1).view(-1, x.shape[0], c).permute(1, 2, 0)  # (N, C, T)
     out = Path(args.out or Path(args.run_dir) / "settling.png")
-    write_png(out, settling_figure(x.float() / 255, per_label))
+    window = config.recurrent.window
+    data, used = settling_png(x.float() / 255, per_label, ds.test.labels[: args.images],
+                              (window[0], window[1]))  # fmt: skip
+    if used == "builtin":
+        print(MATPLOTLIB_MISSING, file=sys.stderr)
+    atomic_write_bytes(out, lambda f: f.write(data))
     print(f"wrote {out}: per image, goodness of each label (rows) over the iterations (columns)")
     return 0
 
