@@ -120,6 +120,31 @@ def fields_figure(
     return grid(normalise_each(weights), cols=8, scale=3)
 
 
+def _use_matplotlib(backend: str) -> bool:
+    """Whether a figure is drawn by matplotlib: ``backend`` is ``auto`` (when it is installed),
+    ``matplotlib`` (an error names the missing package) or ``builtin``."""
+    if backend not in ("auto", "matplotlib", "builtin"):
+        raise ConfigError(f"backend must be auto, matplotlib or builtin, got {backend!r}")
+    if backend == "builtin":
+        return False
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if backend == "matplotlib":
+            raise ConfigError(
+                "matplotlib is not installed: pip install 'forwardforward[plots]'"
+            ) from None
+        return False
+    return True
+
+
+def _column_scaled(goodness: Tensor) -> Tensor:
+    """``(N, C, T)`` goodness with every iteration's column scaled to ``[0, 1]`` over the labels."""
+    g = goodness.float()
+    lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
+    return (g - lo) / (hi - lo).clamp_min(1e-12)
+
+
 def settling_figure(images: Tensor, goodness: Tensor, cell: int = 6) -> npt.NDArray[np.uint8]:
     """For a few images ``(N, 1, H, W)``: the image above a heat map of its goodness per
     candidate label (rows) and iteration (columns), ``goodness`` ``(N, C, T)``; every column is
@@ -129,9 +154,7 @@ def settling_figure(images: Tensor, goodness: Tensor, cell: int = 6) -> npt.NDAr
     tile_w = max(w * 2, t * cell)
     tile_h = h * 2 + 4 + c * cell
     out = np.full((tile_h + 4, n * (tile_w + 4) + 4), 255, dtype=np.uint8)
-    g = goodness.float()
-    lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
-    maps = (g - lo) / (hi - lo).clamp_min(1e-12)
+    maps = _column_scaled(goodness)
     for k in range(n):
         x0 = 4 + k * (tile_w + 4)
         img = (images[k, 0].float().clamp(0, 1).cpu().numpy() * 255).astype(np.uint8)
@@ -155,73 +178,64 @@ def settling_png(
     its own range; the iterations ``window = (start, stop)`` (0-based, ``stop`` excluded) are
     the ones the prediction sums. matplotlib draws it with axes, the window outlined, the true
     label marked and the label predicted; without matplotlib, :func:`settling_figure`."""
-    if backend not in ("auto", "matplotlib", "builtin"):
-        raise ConfigError(f"backend must be auto, matplotlib or builtin, got {backend!r}")
     n, c, t = goodness.shape
     if images.shape[0] != n or labels.shape[0] != n:
         raise ValueError(
             f"{images.shape[0]} images and {labels.shape[0]} labels for {n} goodness maps"
         )
-    if backend != "builtin":
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-            from matplotlib.patches import Rectangle
-        except ImportError:
-            if backend == "matplotlib":
-                raise ConfigError(
-                    "matplotlib is not installed: pip install 'forwardforward[plots]'"
-                ) from None
-        else:
-            g = goodness.float().cpu()
-            lo, hi = g.amin(1, keepdim=True), g.amax(1, keepdim=True)
-            maps = ((g - lo) / (hi - lo).clamp_min(1e-12)).numpy()
-            start, stop = window
-            picked = g[:, :, start:stop].sum(2).argmax(1)
-            fig = Figure(figsize=(1.9 * n + 0.9, 4.6), dpi=110, layout="constrained")
-            FigureCanvasAgg(fig)
-            axes = fig.subplots(2, n, squeeze=False, height_ratios=[1, 1.6])
-            heat = None
-            for k in range(n):
-                top, ax = axes[0, k], axes[1, k]
-                top.imshow(images[k, 0].float().clamp(0, 1).cpu().numpy(), cmap="gray_r")
-                top.set_axis_off()
-                y, p = int(labels[k]), int(picked[k])
-                mark = "" if p == y else "  (wrong)"
-                top.set_title(f"label {y}, FF says {p}{mark}", fontsize=8)
-                heat = ax.imshow(maps[k], aspect="auto", cmap="viridis", vmin=0, vmax=1,
-                                 extent=(0.5, t + 0.5, c - 0.5, -0.5))  # fmt: skip
-                ax.add_patch(
-                    Rectangle(
-                        (start + 0.5, -0.5),
-                        stop - start,
-                        c,
-                        fill=False,
-                        ec="white",
-                        lw=1.5,
-                        ls="--",
-                    )
+    if _use_matplotlib(backend):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+
+        g = goodness.float().cpu()
+        maps = _column_scaled(g).numpy()
+        start, stop = window
+        picked = g[:, :, start:stop].sum(2).argmax(1)
+        fig = Figure(figsize=(1.9 * n + 0.9, 4.6), dpi=110, layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(2, n, squeeze=False, height_ratios=[1, 1.6])
+        heat = None
+        for k in range(n):
+            top, ax = axes[0, k], axes[1, k]
+            top.imshow(images[k, 0].float().clamp(0, 1).cpu().numpy(), cmap="gray_r")
+            top.set_axis_off()
+            y, p = int(labels[k]), int(picked[k])
+            mark = "" if p == y else "  (wrong)"
+            top.set_title(f"label {y}, FF says {p}{mark}", fontsize=8)
+            heat = ax.imshow(maps[k], aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                             extent=(0.5, t + 0.5, c - 0.5, -0.5))  # fmt: skip
+            ax.add_patch(
+                Rectangle(
+                    (start + 0.5, -0.5),
+                    stop - start,
+                    c,
+                    fill=False,
+                    ec="white",
+                    lw=1.5,
+                    ls="--",
                 )
-                ax.set_xticks(range(1, t + 1, max(1, t // 8)))
-                ax.set_yticks(range(c))
-                ax.tick_params(labelsize=7)
-                ax.get_yticklabels()[y].set_fontweight("bold")
-                ax.get_yticklabels()[y].set_color("crimson")
-                ax.set_xlabel("iteration", fontsize=8)
-                if k == 0:
-                    ax.set_ylabel("candidate label", fontsize=8)
-            if heat is not None:
-                bar = fig.colorbar(heat, ax=axes[1, :].tolist(), shrink=0.9)
-                bar.set_label("goodness, each iteration\nscaled to its range", fontsize=7)
-                bar.ax.tick_params(labelsize=7)
-            fig.suptitle(
-                f"Settling: goodness of every label per iteration (dashed: iterations "
-                f"{start + 1}-{stop}, summed to predict; red: the true label)",
-                fontsize=9,
             )
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
-            return buf.getvalue(), "matplotlib"
+            ax.set_xticks(range(1, t + 1, max(1, t // 8)))
+            ax.set_yticks(range(c))
+            ax.tick_params(labelsize=7)
+            ax.get_yticklabels()[y].set_fontweight("bold")
+            ax.get_yticklabels()[y].set_color("crimson")
+            ax.set_xlabel("iteration", fontsize=8)
+            if k == 0:
+                ax.set_ylabel("candidate label", fontsize=8)
+        if heat is not None:
+            bar = fig.colorbar(heat, ax=axes[1, :].tolist(), shrink=0.9)
+            bar.set_label("goodness, each iteration\nscaled to its range", fontsize=7)
+            bar.ax.tick_params(labelsize=7)
+        fig.suptitle(
+            f"Settling: goodness of every label per iteration (dashed: iterations "
+            f"{start + 1}-{stop}, summed to predict; red: the true label)",
+            fontsize=9,
+        )
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue(), "matplotlib"
     return encode_png(settling_figure(images, goodness)), "builtin"
 
 
@@ -438,22 +452,13 @@ def curves_png(
 ) -> tuple[bytes, str]:
     """The curves figure as PNG bytes, and the backend that drew it (``matplotlib`` or
     ``builtin``). ``backend="auto"``: matplotlib when it is installed, else the built-in one."""
-    if backend not in ("auto", "matplotlib", "builtin"):
-        raise ConfigError(f"backend must be auto, matplotlib or builtin, got {backend!r}")
+    use_matplotlib = _use_matplotlib(backend)
     if not runs:
         raise ConfigError("give at least one run folder")
     panels = curve_panels(runs, metrics, x)
     labels, xlabel = _labels(runs), _xlabel(runs, x)
-    if backend != "builtin":
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            if backend == "matplotlib":
-                raise ConfigError(
-                    "matplotlib is not installed: pip install 'forwardforward[plots]'"
-                ) from None
-        else:
-            return _matplotlib_png(panels, labels, xlabel, x == "epoch"), "matplotlib"
+    if use_matplotlib:
+        return _matplotlib_png(panels, labels, xlabel, x == "epoch"), "matplotlib"
     return encode_png(builtin_curves(panels, labels, xlabel)), "builtin"
 
 
