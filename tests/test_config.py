@@ -396,6 +396,11 @@ def test_per_layer_thresholds_are_accepted() -> None:
         (["train.augment_shift=-1"], "train.augment_shift must be >= 0"),
         (["data.dataset=sequential_mnist", "train.augment_shift=2"], "not for dataset"),
         (["train.schedule=greedy", "train.augment_shift=2"], "greedy_inputs = 'fresh'"),
+        (["train.augment_rotate=-5"], "train.augment_rotate must be in [0, 180]"),
+        (["train.augment_rotate=nan"], "train.augment_rotate must be in [0, 180]"),
+        (["train.augment_scale=1.0"], "train.augment_scale must be in [0, 1)"),
+        (["data.dataset=sequential_mnist", "train.augment_rotate=5"], "not for dataset"),
+        (["train.schedule=greedy", "train.augment_scale=0.1"], "greedy_inputs = 'fresh'"),
     ],
 )
 def test_bad_augmentation_is_a_config_error(overrides: list[str], fragment: str) -> None:

@@ -463,6 +463,13 @@ class TrainConfig:
     augment_flip: bool = False
     """Data augmentation: each training image is mirrored left to right with probability 1/2,
     anew every epoch (CIFAR-10; not for digits)."""
+    augment_rotate: float = 0.0
+    """Data augmentation: each training image is rotated about its centre by its own random
+    angle of up to this many degrees either way (bilinear, zero-filled), anew every epoch,
+    before its translation (0: none)."""
+    augment_scale: float = 0.0
+    """Data augmentation: each training image is magnified about its centre by its own random
+    factor in ``[1 - augment_scale, 1 + augment_scale]``, with the rotation (0: none)."""
     eval_every: int = 1
     eval_batch_size: int = 1000
     seed: int = 0
@@ -495,10 +502,18 @@ class TrainConfig:
             )
         if self.augment_shift < 0:
             raise ConfigError(f"train.augment_shift must be >= 0 pixels, got {self.augment_shift}")
-        augmented = self.augment_shift or self.augment_flip
+        if not (math.isfinite(self.augment_rotate) and 0 <= self.augment_rotate <= 180):
+            raise ConfigError(
+                f"train.augment_rotate must be in [0, 180] degrees, got {self.augment_rotate}"
+            )
+        if not (math.isfinite(self.augment_scale) and 0 <= self.augment_scale < 1):
+            raise ConfigError(f"train.augment_scale must be in [0, 1), got {self.augment_scale}")
+        augmented = (
+            self.augment_shift or self.augment_flip or self.augment_rotate or self.augment_scale
+        )
         if augmented and self.schedule == "greedy" and self.greedy_inputs == "cached":
             raise ConfigError(
-                "train.augment_shift and train.augment_flip need fresh inputs in greedy "
+                "train.augment_* (shift, flip, rotate, scale) need fresh inputs in greedy "
                 "training: cached inputs are computed once (set train.greedy_inputs = 'fresh')"
             )
 
@@ -768,7 +783,12 @@ def validate(config: RunConfig) -> None:
             "negatives.score_layers chooses what a probe scores hard negatives on: it needs "
             "negatives.kind = 'hard' and negatives.scores = 'probe'"
         )
-    for key, on in (("augment_shift", t.augment_shift), ("augment_flip", t.augment_flip)):
+    for key, on in (
+        ("augment_shift", t.augment_shift),
+        ("augment_flip", t.augment_flip),
+        ("augment_rotate", t.augment_rotate),
+        ("augment_scale", t.augment_scale),
+    ):
         if on and d.dataset in ("aesop", "moving_mnist", "sequential_mnist"):
             raise ConfigError(f"train.{key} changes images: not for dataset {d.dataset!r}")
     random_fixed = r.kind == "probe" and r.probe_mode == "after"

@@ -291,7 +291,7 @@ class Trainer:
         callbacks: list[Callback] = []
         self.measure: Callable[[Any, Split, int], float] = accuracy
         self.stage: Stage | None = None
-        transform = augmentation(t.augment_shift, t.augment_flip)
+        transform = augmentation(t.augment_shift, t.augment_flip, t.augment_rotate, t.augment_scale)
         if self.world is not None:
             if self.backprop:
                 raise ConfigError(

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from forwardforward.augment import augmentation
 from forwardforward.config import RunConfig
 from forwardforward.errors import ConfigError
 from forwardforward.labels import LABEL_ENCODERS, LabelEncoder, LabelPlanes, TopRow
@@ -22,7 +23,6 @@ from forwardforward.negatives import (
     ImageNegatives,
     NegativeSampler,
     make_image_negatives,
-    shift_images,
 )
 from forwardforward.nets.base import (
     BatchShard,
@@ -299,16 +299,18 @@ class FFNet(NetBase):
         r = self.config.readout
         if self.probe is None or r.probe_mode != "after" or phase != self.phases() - 1:
             return
-        shift = self.config.train.augment_shift  # augmented: new features every epoch
+        t = self.config.train  # augmented: new features every epoch
+        transform = augmentation(t.augment_shift, t.augment_flip, t.augment_rotate, t.augment_scale)
 
         def features() -> Tensor:
-            views = (shift_images(xb, shift, gen) for xb in x.split(4096))
+            chunks = x.split(4096)
+            views = chunks if transform is None else (transform(xb, gen) for xb in chunks)
             return torch.cat([self.probe_features(v) for v in views])
 
         feats = features()
         bs = self.config.train.batch_size
         for epoch in range(r.probe_epochs):
-            if shift and epoch > 0:
+            if transform is not None and epoch > 0:
                 feats = features()
             perm = torch.randperm(feats.shape[0], generator=gen, device=feats.device)
             for idx in perm.split(bs):
