@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from _spy import record_batches
 
 from forwardforward.augment import affine_images, augmentation, random_affine
 from forwardforward.config import RunConfig
@@ -92,16 +93,7 @@ def test_training_sees_rotated_images(
         backprop=backprop,
         progress=False,
     )
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    real = trainer.net.train_step
-
-    def spy(
-        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, gen: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        seen.append((x.clone(), index.clone()))
-        return real(x, y, index, gen)
-
-    monkeypatch.setattr(trainer.net, "train_step", spy)
+    seen = record_batches(trainer, monkeypatch)
     trainer.fit()
     assert trainer.dataset is not None and seen
     images = trainer.dataset.train.images

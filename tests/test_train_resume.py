@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import torch
+from _spy import record_batches
 
 from forwardforward.checkpoint import read_checkpoint
 from forwardforward.cli import main
@@ -427,16 +428,7 @@ def test_augment_shift_trains_on_translated_images(
     trainer = Trainer(
         tiny_config("train.epochs=1", "train.augment_shift=2"), backprop=backprop, progress=False
     )
-    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
-    real = trainer.net.train_step
-
-    def spy(
-        x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, gen: torch.Generator
-    ) -> dict[str, torch.Tensor]:
-        seen.append((x.clone(), index.clone()))
-        return real(x, y, index, gen)
-
-    monkeypatch.setattr(trainer.net, "train_step", spy)
+    seen = record_batches(trainer, monkeypatch)
     trainer.fit()
     assert len(seen) == STEPS_PER_EPOCH
     assert trainer.dataset is not None
