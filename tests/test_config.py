@@ -251,7 +251,16 @@ def test_unknown_names_are_config_errors_listing_the_choices(
         (["optim.lr=-1"], "optim.lr"),
         (["baseline.optim.lr=0"], "baseline.optim.lr"),
         (["model.theta=big"], "model.theta"),
-        (["train.schedule=greedy", "negatives.kind=hard"], "hard"),
+        (["train.schedule=greedy", "negatives.kind=hard"], "greedy_inputs = 'fresh'"),
+        (
+            [
+                "train.schedule=greedy",
+                "train.greedy_inputs=fresh",
+                "negatives.kind=hard",
+                "negatives.scores=probe",
+            ],
+            "negatives.scores = 'goodness'",
+        ),
     ],
 )
 def test_out_of_range_values(overrides: list[str], needle: str) -> None:

@@ -507,6 +507,60 @@ def test_greedy_fresh_inputs_draw_this_batchs_negatives_through_the_frozen_layer
     torch.testing.assert_close(metrics["loss1"], expected.detach())
 
 
+@pytest.mark.parametrize(("readout", "scored"), [("[0, 1, 2]", [[0], [0, 1]]), ("[2]", [[0], [1]])])
+def test_greedy_hard_negatives_come_from_the_goodness_of_the_layers_trained_so_far(
+    tiny_config: Callable[..., RunConfig], readout: str, scored: list[list[int]]
+) -> None:
+    """Layer k's hard negatives are drawn from every label's goodness in the readout's layers up
+    to k (layer k alone when the readout has none of them), through the frozen layers below."""
+    net = _net(
+        tiny_config,
+        "train.schedule=greedy",
+        "readout.kind=goodness",
+        f"readout.layers={readout}",
+        "train.greedy_inputs=fresh",
+        "negatives.kind=hard",
+    )
+    x, y = _data(n=30, seed=9)
+    xf = net.flat(x)
+    for k, layers in enumerate(scored):
+        expected = net.label_scores_naive(x, layers)
+        torch.testing.assert_close(net.greedy_scores(xf, k), expected, rtol=1e-5, atol=1e-5)
+    net.begin_phase(1, x, y)
+    a_pos, a_neg = net._frozen_inputs(x, y, torch.Generator().manual_seed(3), 1)
+    ref_pos, ref_neg = net.inputs(xf, y, torch.Generator().manual_seed(3), net.greedy_scores(xf, 1))
+    torch.testing.assert_close(a_pos, net.layers[0](ref_pos))
+    torch.testing.assert_close(a_neg, net.layers[0](ref_neg))
+    # the scores decide the draw: a sharp softmax picks the best-scoring wrong label
+    sharp = _net(
+        tiny_config,
+        "train.schedule=greedy",
+        "readout.kind=goodness",
+        "train.greedy_inputs=fresh",
+        "negatives.kind=hard",
+        "negatives.temperature=1e-6",
+    )
+    scores = sharp.greedy_scores(xf, 0)
+    best_wrong = scores.scatter(1, y[:, None], float("-inf")).argmax(1)
+    _, codes = sharp.sampler(y, C, torch.Generator().manual_seed(0), scores)
+    assert torch.equal(codes.argmax(1), best_wrong)
+
+
+def test_greedy_hard_negatives_train_every_phase(tiny_config: Callable[..., RunConfig]) -> None:
+    net = _net(
+        tiny_config,
+        "train.schedule=greedy",
+        "readout.kind=goodness",
+        "train.greedy_inputs=fresh",
+        "negatives.kind=hard",
+    )
+    x, y = _data(n=30, seed=9)
+    for phase in range(3):
+        net.begin_phase(phase, x, y)
+        metrics = net.train_step(x[:10], y[:10], torch.arange(10), torch.Generator())
+        assert torch.isfinite(metrics[f"loss{phase}"])
+
+
 def test_greedy_all_wrong_negatives(tiny_config: Callable[..., RunConfig]) -> None:
     """Greedy training with ``all_wrong`` negatives caches C-1 negatives per image; a batch must
     get them (validation may instead refuse the combination with a ConfigError)."""

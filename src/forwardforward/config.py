@@ -455,7 +455,9 @@ class TrainConfig:
     greedy_inputs: str = "cached"
     """Greedy training: ``cached`` computes the trained layer's inputs once per layer, with one
     draw of negatives (mohammadpz, nebullvm); ``fresh`` draws negatives and augmented views anew
-    for every batch and runs them through the frozen layers below (SCFF)."""
+    for every batch and runs them through the frozen layers below (SCFF); hard negatives are
+    then drawn from the goodness of every label in the layers trained so far (the readout's
+    layers up to the current one, else the current one)."""
     augment_shift: int = 0
     """Data augmentation: each training image is translated by its own random offset of up to
     this many pixels (zero-filled), anew every epoch, for the FF net, its ``after`` probe and
@@ -805,10 +807,16 @@ def validate(config: RunConfig) -> None:
             "negatives.pairing = 'shared' needs a fully connected first layer (model.local = [])"
         )
     if t.schedule == "greedy" and neg.kind == "hard":
-        raise ConfigError(
-            "greedy training caches its negatives once: hard negatives need the "
-            "simultaneous schedule"
-        )
+        if t.greedy_inputs != "fresh":
+            raise ConfigError(
+                "greedy training with cached inputs draws its negatives once: hard negatives "
+                "need train.greedy_inputs = 'fresh' (or the simultaneous schedule)"
+            )
+        if neg.scores != "goodness":
+            raise ConfigError(
+                "hard negatives in greedy training are drawn from the goodness of the layers "
+                "trained so far: set negatives.scores = 'goodness'"
+            )
     if t.schedule == "greedy" and r.kind == "probe" and r.probe_mode == "joint":
         raise ConfigError(
             "greedy training trains a probe afterwards: set readout.probe_mode = 'after'"

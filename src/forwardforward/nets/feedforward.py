@@ -246,13 +246,25 @@ class FFNet(NetBase):
         self, x: Tensor, y: Tensor, gen: torch.Generator, k: int
     ) -> tuple[Tensor, Tensor]:
         """Greedy training: layer ``k``'s positive and negative inputs for images ``x``, drawn
-        from ``gen`` and run through the (frozen) layers below it."""
+        from ``gen`` and run through the (frozen) layers below it. Hard negatives are sampled
+        from every label's goodness in the layers trained so far (:meth:`greedy_scores`)."""
         xf = self.flat(x)
+        scores = self.greedy_scores(xf, k) if self.sampler.needs_scores else None
         with self._autocast(xf):
-            a_pos, a_neg = self.inputs(xf, y, gen, None)
+            a_pos, a_neg = self.inputs(xf, y, gen, scores)
             for layer in list(self.layers)[:k]:
                 a_pos, a_neg = layer(a_pos), layer(a_neg)
         return a_pos, a_neg
+
+    @torch.no_grad()
+    def greedy_scores(self, xf: Tensor, k: int) -> Tensor:
+        """What hard negatives are drawn from while layer ``k`` trains greedily, for flat images
+        ``xf`` ``(B, D)``: every label's goodness ``(B, C)`` summed over the readout's layers
+        up to ``k`` (layer ``k`` alone when none is), negated under the inverted objective."""
+        layers = [i for i in self.readout_layers if i <= k] or [k]
+        _, total = self.score_span(xf, None, range(k + 1), layers)
+        scores = total.view(xf.shape[0], self.num_classes)
+        return scores if self.config.model.maximize else -scores
 
     def inputs(
         self, xf: Tensor, y: Tensor, gen: torch.Generator, scores: Tensor | None
