@@ -228,6 +228,8 @@ def test_bad_channelwise_configurations_are_named(tmp_path: Path) -> None:
         _config(tmp_path, ["channelwise.goodness=sum"])
     with pytest.raises(ConfigError, match="shortcuts entries are"):
         _config(tmp_path, ["channelwise.shortcuts=[[0, 1, 'add']]"])
+    with pytest.raises(ConfigError, match=r"channelwise\.ema is a decay in \[0, 1\)"):
+        _config(tmp_path, ["channelwise.ema=1.0"])
     odd = _config(tmp_path, ['model.stack=[{kind = "conv", channels = 12, kernel = 3}]'])
     with pytest.raises(ConfigError, match=r"12 channels: .* multiple of the 10 classes"):
         ChannelwiseNet(odd, (1, 28, 28), 10)
@@ -317,13 +319,70 @@ def test_fit_chooses_the_voters_before_it_evaluates_the_epoch(tmp_path: Path) ->
     assert history[-1]["test_acc"] == accuracy(net, ds.test)
 
 
-def test_a_stopped_channelwise_run_resumes_exactly(tmp_path: Path) -> None:
-    """Windows, recalibrated batch norms and chosen voters all live in the checkpoint: a run
-    stopped after its first epoch and resumed ends as one that never stopped."""
+def test_the_moving_average_follows_its_formula_and_predicts(tmp_path: Path) -> None:
+    """With ``channelwise.ema`` every parameter of the averaged layers is the exponential
+    moving average of the learning layer's, with the ramped decay, step by step; only the
+    layers that learnt move; the averaged layers (not the learning ones) predict."""
+    from forwardforward import fit
+
+    decay = 0.8
+    config = _config(
+        tmp_path, [f"channelwise.ema={decay}", "channelwise.windows=[[0, 2], [0, 2], [1, 2]]"]
+    )
+    torch.manual_seed(0)
+    net = ChannelwiseNet(config, (1, 28, 28), 10)
+    assert net.averaged is not None
+    assert not any(p.requires_grad for p in net.averaged.parameters())
+    ds = synthetic_dataset(n_train=200, n_test=100)
+    x, y = ds.train.images[:50], ds.train.labels[:50]
+    net.configure(steps_per_epoch=2, epochs=2)
+    expected = [[p.detach().clone() for p in la.parameters()] for la in net.layers]
+    gen = torch.Generator().manual_seed(0)
+    for step in range(4):  # epochs 0 and 1 of two steps: layer 2 learns from step 2 on
+        net.train_step(x, y, torch.arange(50), gen)
+        for i, layer in enumerate(net.layers):
+            if i == 2 and step < 2:
+                continue
+            t = step - (2 if i == 2 else 0)
+            d = min(decay, (1 + t) / (10 + t))
+            expected[i] = [
+                d * e + (1 - d) * p.detach()
+                for e, p in zip(expected[i], layer.parameters(), strict=True)
+            ]
+    assert net.ema_updates.tolist() == [4, 4, 2]
+    for i, avg in enumerate(net.averaged):
+        for got, want in zip(avg.parameters(), expected[i], strict=True):
+            assert_close_reduced(got, want, 8)
+        assert not all(
+            torch.equal(a, b)
+            for a, b in zip(avg.parameters(), net.layers[i].parameters(), strict=True)
+        )
+    # the prediction is the averaged layers': the same as a plain net holding their weights
+    fit(net, ds, epochs=1, batch_size=50, progress=False)
+    plain = ChannelwiseNet(
+        _config(tmp_path, ["channelwise.windows=[[0, 2], [0, 2], [1, 2]]"]), (1, 28, 28), 10
+    )
+    plain.layers.load_state_dict(net.averaged.state_dict())
+    net.eval(), plain.eval()
+    assert torch.equal(net.predict(ds.test.images), plain.predict(ds.test.images))
+    assert_close_reduced(net.label_scores(ds.test.images), plain.label_scores(ds.test.images), 1)
+    # and the learning layers' scores are not those
+    live = ChannelwiseNet(_config(tmp_path), (1, 28, 28), 10)
+    live.layers.load_state_dict(net.layers.state_dict())
+    live.eval()
+    assert not torch.allclose(live.label_scores(ds.test.images), net.label_scores(ds.test.images))
+
+
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_a_stopped_channelwise_run_resumes_exactly(tmp_path: Path, ema: float) -> None:
+    """Windows, recalibrated batch norms, moving averages and chosen voters all live in the
+    checkpoint: a run stopped after its first epoch and resumed ends as one that never
+    stopped."""
     from forwardforward import Callback, ChooseVoters, Loop, fit
 
     overrides = ["data.val_fraction=0.1", "channelwise.vote=val", "optim.lr=0.003",
-                 "channelwise.windows=[[0, 1], [0, 2], [1, 3]]"]  # fmt: skip
+                 "channelwise.windows=[[0, 1], [0, 2], [1, 3]]",
+                 f"channelwise.ema={ema}"]  # fmt: skip
     config = _config(tmp_path, overrides)
     ds = synthetic_dataset(n_train=400, n_test=100, val_fraction=0.1)
     assert ds.val is not None

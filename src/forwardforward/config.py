@@ -252,6 +252,11 @@ class ChannelwiseConfig:
     this many training images (the first ones, not augmented): the exact statistics of the
     current weights instead of running averages that lag behind them (0: keep the running
     averages). Needs the training set in memory (not a ``DataLoader``)."""
+    ema: float = 0.0
+    """The decay of an exponential moving average of every layer's weights, taken after each
+    of its steps (Polyak averaging; the decay ramps up as ``(1 + t) / (10 + t)`` over a layer's
+    first steps ``t``): the averaged layers predict, their batch norms recalibrated on the
+    averaged weights, while the layers themselves go on learning. 0: the layers predict."""
     shortcuts: list[list[int | str]] = field(default_factory=list)
     """Parameter-free residual shortcuts, ``[to, from, "add"]`` or ``[to, from, "concat"]``:
     the output of layer ``from`` (detached, average-pooled to the resolution if it differs)
@@ -273,6 +278,8 @@ class ChannelwiseConfig:
             raise ConfigError(
                 f"channelwise.recalibrate must be >= 0 images, got {self.recalibrate}"
             )
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"channelwise.ema is a decay in [0, 1), got {self.ema}")
         if self.windows and len(self.windows) != depth:
             raise ConfigError(
                 f"channelwise.windows has {len(self.windows)} windows for {depth} layers: "

@@ -14,6 +14,7 @@ layers, shortcuts included, and a linear output, trained end to end.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, cast
 
@@ -146,6 +147,7 @@ class ChannelwiseNet(NetBase):
 
     steps_done: Tensor
     voters: Tensor
+    ema_updates: Tensor
 
     def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
         super().__init__()
@@ -154,6 +156,12 @@ class ChannelwiseNet(NetBase):
         self.num_classes = num_classes
         made, self.shapes = build_channelwise_layers(config, self.in_shape, num_classes)
         self.layers = nn.ModuleList(made)
+        # the moving averages of the layers (channelwise.ema): copies that never learn by
+        # gradient, kept in the state dict so that a resumed run goes on exactly
+        self.averaged: nn.ModuleList | None = None
+        if config.channelwise.ema:
+            self.averaged = nn.ModuleList(copy.deepcopy(made)).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros(len(made), dtype=torch.long))
         self.shortcuts = _Shortcuts(config, self.shapes, [tuple(la.out_shape) for la in made])
         self.probe = None
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -181,9 +189,17 @@ class ChannelwiseNet(NetBase):
         cw = self.config.channelwise
         return group_goodness(scored, self.num_classes, cw.goodness) * cw.scale
 
-    def run_layer(self, i: int, h: Tensor, kept: dict[int, Tensor]) -> tuple[Tensor, Tensor]:
-        """Layer ``i`` on ``h``: what it passes on (shortcut applied) and its class scores."""
-        layer = cast(FFLayer, self.layers[i])
+    def predicting(self) -> nn.ModuleList:
+        """The layers that predict: their moving averages with ``channelwise.ema``, else the
+        layers themselves."""
+        return self.layers if self.averaged is None else self.averaged
+
+    def run_layer(
+        self, i: int, h: Tensor, kept: dict[int, Tensor], layers: nn.ModuleList | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Layer ``i`` (of ``layers``, default the learning ones) on ``h``: what it passes on
+        (shortcut applied) and its class scores."""
+        layer = cast(FFLayer, (self.layers if layers is None else layers)[i])
         with self._autocast(h):
             out, act = _activate_scored(layer, layer.preactivation(h))
         scored = out if self.config.channelwise.score_on == "output" else act
@@ -254,7 +270,27 @@ class ChannelwiseNet(NetBase):
                 layer.train(self.training)
         # no weight moves before every layer's loss is known to be finite
         step_all([self.optimizers[i] for i in active], [self.schedulers[i] for i in active])
+        self.update_averages(active)
         return {"loss": torch.stack(losses).mean(), "layer_acc": correct}
+
+    @torch.no_grad()
+    def update_averages(self, layers: list[int]) -> None:
+        """One step of the moving averages of ``layers`` (nothing without
+        ``channelwise.ema``): each parameter moves towards the layer's by ``1 - decay``; the
+        buffers (batch-norm statistics) are copied, for the recalibration to replace."""
+        if self.averaged is None:
+            return
+        decay = self.config.channelwise.ema
+        for i in layers:
+            t = int(self.ema_updates[i])
+            d = min(decay, (1.0 + t) / (10.0 + t))
+            live, avg = self.layers[i], self.averaged[i]
+            params: list[Tensor] = list(avg.parameters())
+            if params:
+                torch._foreach_lerp_(params, [p.detach() for p in live.parameters()], 1.0 - d)
+            for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
+                b_avg.copy_(b_live)
+            self.ema_updates[i] += 1
 
     def end_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
         """Recompute the batch norms' statistics of the layers that learnt in the epoch just
@@ -264,17 +300,23 @@ class ChannelwiseNet(NetBase):
         active = self.active(self.epoch() - 1)
         if n and active and len(x):
             self.recalibrate(x[:n], max(active))
+            if self.averaged is not None:
+                self.recalibrate(x[:n], max(active), layers=self.averaged)
 
     @torch.no_grad()
-    def recalibrate(self, x: Tensor, last: int, batch_size: int = 500) -> None:
-        """Exact batch-norm statistics for layers ``0..last`` on images ``x``, layer by layer:
-        each layer's inputs come from the layers below in evaluation mode, with their new
-        statistics (the precise-BN procedure)."""
+    def recalibrate(
+        self, x: Tensor, last: int, batch_size: int = 500, layers: nn.ModuleList | None = None
+    ) -> None:
+        """Exact batch-norm statistics for layers ``0..last`` (of ``layers``, default the
+        learning ones) on images ``x``, layer by layer: each layer's inputs come from the
+        layers below in evaluation mode, with their new statistics (the precise-BN
+        procedure)."""
+        layers = self.layers if layers is None else layers
         was = self.training
         h_all = [self.prepare(xb) for xb in x.split(batch_size)]
         kept_all: list[dict[int, Tensor]] = [{} for _ in h_all]
         for i in range(last + 1):
-            layer = self.layers[i]
+            layer = layers[i]
             norms = [m for m in layer.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
             if norms:
                 momenta = [bn.momentum for bn in norms]
@@ -283,12 +325,13 @@ class ChannelwiseNet(NetBase):
                     bn.momentum = None  # a cumulative average over the batches
                 layer.train()
                 for hb in h_all:
-                    self.run_layer(i, hb, {})
+                    self.run_layer(i, hb, {}, layers)
                 for bn, momentum in zip(norms, momenta, strict=True):
                     bn.momentum = momentum
             layer.eval()
             h_all = [
-                self.run_layer(i, hb, kept)[0] for hb, kept in zip(h_all, kept_all, strict=True)
+                self.run_layer(i, hb, kept, layers)[0]
+                for hb, kept in zip(h_all, kept_all, strict=True)
             ]
         self.train(was)
 
@@ -296,12 +339,14 @@ class ChannelwiseNet(NetBase):
 
     @torch.no_grad()
     def layer_scores(self, x: Tensor, last: int | None = None) -> list[Tensor]:
-        """Every layer's class scores ``(B, K)`` (up to layer ``last``), in one pass."""
+        """Every predicting layer's class scores ``(B, K)`` (up to layer ``last``), in one
+        pass."""
         h, kept = self.prepare(x), cast(dict[int, Tensor], {})
         out: list[Tensor] = []
         stop = len(self.layers) if last is None else last + 1
+        layers = self.predicting()
         for i in range(stop):
-            h, s = self.run_layer(i, h, kept)
+            h, s = self.run_layer(i, h, kept, layers)
             out.append(s)
         return out
 
