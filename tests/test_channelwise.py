@@ -252,6 +252,38 @@ def test_the_twin_has_the_same_layers_and_learns_through_them(tmp_path: Path) ->
     assert all(p.grad is not None for p in twin.layers[0].parameters())  # end to end
 
 
+def test_the_twin_keeps_the_same_moving_average(tmp_path: Path) -> None:
+    """The twin of a preset with ``channelwise.ema`` averages its weights (layers and output)
+    by the same rule; the average computes in evaluation mode, the learning weights in
+    training; the optimiser never steps the average."""
+    decay = 0.7
+    twin = ChannelwiseBackpropNet(_config(tmp_path, [f"channelwise.ema={decay}"]), (1, 28, 28), 10)
+    assert twin.averaged is not None
+    twin.configure(steps_per_epoch=3, epochs=1)
+    stepped = {id(p) for group in twin.optimizers[0].param_groups for p in group["params"]}
+    assert stepped == {id(p) for p in [*twin.layers.parameters(), *twin.head.parameters()]}
+    ds = synthetic_dataset(n_train=60, n_test=20)
+    x, y = ds.train.images[:20], ds.train.labels[:20]
+    live = torch.nn.ModuleList([twin.layers, twin.head])
+    expected = [p.detach().clone() for p in live.parameters()]
+    for t in range(3):
+        twin.train_step(x, y, torch.arange(20), torch.Generator())
+        d = min(decay, (1 + t) / (10 + t))
+        expected = [
+            d * e + (1 - d) * p.detach() for e, p in zip(expected, live.parameters(), strict=True)
+        ]
+    for got, want in zip(twin.averaged.parameters(), expected, strict=True):
+        assert_close_reduced(got, want, 6)
+    plain = ChannelwiseBackpropNet(_config(tmp_path), (1, 28, 28), 10)
+    plain.layers.load_state_dict(twin.averaged[0].state_dict())
+    plain.head.load_state_dict(twin.averaged[1].state_dict())
+    twin.eval(), plain.eval()
+    assert torch.equal(twin(ds.test.images), plain(ds.test.images))
+    plain.layers.load_state_dict(twin.layers.state_dict())
+    plain.head.load_state_dict(twin.head.state_dict())
+    assert not torch.allclose(twin(ds.test.images), plain(ds.test.images))
+
+
 def test_a_channelwise_preset_trains_and_its_twin_too(tmp_path: Path) -> None:
     windows = "channelwise.windows=[[0, 2], [0, 3], [1, 3]]"
     config = _config(

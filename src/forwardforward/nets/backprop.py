@@ -77,13 +77,17 @@ class BackpropNet(NetBase):
         out: Tensor = self.head(h)
         return out
 
+    def learnable(self) -> list[nn.Parameter]:
+        """The parameters the optimiser steps (all of them here)."""
+        return list(self.parameters())
+
     def configure(self, steps_per_epoch: int, epochs: int | None = None) -> None:
         """One optimiser and schedule for ``epochs`` epochs (default: ``baseline.epochs``, else
         ``train.epochs``) of ``steps_per_epoch`` steps."""
         b = self.config.baseline
         if epochs is None:
             epochs = b.epochs or self.config.train.epochs
-        opt = optimizer_from_config(list(self.parameters()), b.optim)
+        opt = optimizer_from_config(self.learnable(), b.optim)
         self.optimizers = [opt]
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(

@@ -407,7 +407,11 @@ class ChooseVoters(Callback):
 class ChannelwiseBackpropNet(BackpropNet):
     """The backprop twin of a channel-wise net: the very same layers (built by the same code,
     shortcuts included) with their inputs no longer detached, and a linear output on the last
-    layer, trained end to end with cross-entropy."""
+    layer, trained end to end with cross-entropy. With ``channelwise.ema`` it keeps the same
+    moving average of its weights (layers and output), which computes in evaluation mode; its
+    batch norms' running averages are copied from the learning layers."""
+
+    ema_updates: Tensor
 
     def __init__(self, config: RunConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
         nn.Module.__init__(self)
@@ -421,17 +425,47 @@ class ChannelwiseBackpropNet(BackpropNet):
         self.layers = nn.ModuleList(made)
         self.shortcuts = _Shortcuts(config, self.shapes, [tuple(la.out_shape) for la in made])
         self.head = nn.Linear(math.prod(self.shapes[-1]), num_classes)
+        self.averaged: nn.ModuleList | None = None
+        if config.channelwise.ema:
+            parts = [copy.deepcopy(self.layers), copy.deepcopy(self.head)]
+            self.averaged = nn.ModuleList(parts).requires_grad_(False)
+            self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.optimizers = []
         self.schedulers = []
         self.autocast_dtype = autocast_dtype(config.train.precision)
 
+    def learnable(self) -> list[nn.Parameter]:
+        """The layers' and the output's parameters, not their moving averages."""
+        return [*self.layers.parameters(), *self.head.parameters()]
+
+    def train_step(
+        self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
+    ) -> dict[str, Tensor]:
+        """One step of the whole net, then one of its moving average (with ``ema``)."""
+        metrics = super().train_step(x, y, index, gen)
+        if self.averaged is not None:
+            with torch.no_grad():
+                t = int(self.ema_updates)
+                d = min(self.config.channelwise.ema, (1.0 + t) / (10.0 + t))
+                live = nn.ModuleList([self.layers, self.head])
+                params: list[Tensor] = list(self.averaged.parameters())
+                torch._foreach_lerp_(params, [p.detach() for p in live.parameters()], 1.0 - d)
+                for b_avg, b_live in zip(self.averaged.buffers(), live.buffers(), strict=True):
+                    b_avg.copy_(b_live)
+                self.ema_updates += 1
+        return metrics
+
     def forward(self, x: Tensor) -> Tensor:
-        """Images ``(B, ...)`` -> logits ``(B, C)``."""
+        """Images ``(B, ...)`` -> logits ``(B, C)``: in evaluation mode by the moving average
+        of the weights when there is one."""
+        layers, head = self.layers, self.head
+        if self.averaged is not None and not self.training:
+            layers, head = cast(nn.ModuleList, self.averaged[0]), cast(nn.Linear, self.averaged[1])
         m = self.config.model
         h = pixels(x.reshape(x.shape[0], -1), m.input_mean, m.input_std)
         kept: dict[int, Tensor] = {}
-        for i, layer in enumerate(self.layers):
+        for i, layer in enumerate(layers):
             out, _ = _activate_scored(cast(FFLayer, layer), cast(FFLayer, layer).preactivation(h))
             h = self.shortcuts(i, out, kept)
-        logits: Tensor = self.head(h)
+        logits: Tensor = head(h)
         return logits
