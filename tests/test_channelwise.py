@@ -228,6 +228,10 @@ def test_bad_channelwise_configurations_are_named(tmp_path: Path) -> None:
         _config(tmp_path, ["channelwise.goodness=sum"])
     with pytest.raises(ConfigError, match="shortcuts entries are"):
         _config(tmp_path, ["channelwise.shortcuts=[[0, 1, 'add']]"])
+    with pytest.raises(ConfigError, match=r"set readout\.probe_mode = 'joint'"):
+        _config(tmp_path, ["readout.kind=probe", "readout.probe_mode=after"])
+    with pytest.raises(ConfigError, match=r"readout\.layers are 0-based layers of the 3-layer"):
+        _config(tmp_path, ["readout.kind=probe", "readout.layers=[3]"])
     with pytest.raises(ConfigError, match=r"channelwise\.ema is a decay in \[0, 1\)"):
         _config(tmp_path, ["channelwise.ema=1.0"])
     odd = _config(tmp_path, ['model.stack=[{kind = "conv", channels = 12, kernel = 3}]'])
@@ -250,6 +254,59 @@ def test_the_twin_has_the_same_layers_and_learns_through_them(tmp_path: Path) ->
     x = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
     F.cross_entropy(twin(x), torch.arange(4)).backward()
     assert all(p.grad is not None for p in twin.layers[0].parameters())  # end to end
+
+
+def test_the_probe_learns_on_detached_outputs_in_every_step(tmp_path: Path) -> None:
+    """CwComp's softmax classifier (``readout.kind = "probe"``): a linear layer on the
+    flattened outputs of the readout's layers; its loss moves no layer; it keeps learning
+    after every layer's window has closed; it predicts."""
+    from forwardforward import fit
+
+    windows = "channelwise.windows=[[0, 1], [0, 1], [0, 1]]"
+    over = ["readout.kind=probe", "readout.layers=[1, 2]", windows, "readout.probe_momentum=0",
+            "readout.probe_weight_decay=0"]  # fmt: skip
+    config = _config(tmp_path, over)
+    torch.manual_seed(0)
+    net = ChannelwiseNet(config, (1, 28, 28), 10)
+    assert net.probe is not None and net.probe.in_features == 20 * 14 * 14 + 40 * 7 * 7
+    ds = synthetic_dataset(n_train=200, n_test=100)
+    net.configure(steps_per_epoch=4, epochs=2)
+    assert len(net.optimizers) == 4  # one per layer, then the probe's
+    x, y = ds.train.images[:50], ds.train.labels[:50]
+    gen = torch.Generator().manual_seed(0)
+    # the probe's features are the layers' detached outputs: its gradient is the one of a
+    # plain linear classifier on them, and no layer's parameter gets one from it
+    net.eval()
+    feats = net.probe_features(x)
+    net.train()
+    for _ in range(4):  # epoch 0: every layer and the probe learn
+        metrics = net.train_step(x, y, torch.arange(50), gen)
+    assert {"loss", "probe_loss", "probe_acc"} <= set(metrics)
+    frozen = [p.detach().clone() for p in net.layers.parameters()]
+    before = net.probe.weight.detach().clone()
+    metrics = net.train_step(x, y, torch.arange(50), gen)  # epoch 1: only the probe
+    assert set(metrics) == {"probe_loss", "probe_acc"}
+    assert all(torch.equal(a, b) for a, b in zip(frozen, net.layers.parameters(), strict=True))
+    assert not torch.equal(before, net.probe.weight)
+    # in that epoch the probe's step is SGD's on the frozen layers' outputs (eval mode)
+    net.eval()
+    feats = net.probe_features(x)
+    probe = torch.nn.Linear(net.probe.in_features, 10)
+    probe.load_state_dict(net.probe.state_dict())
+    F.cross_entropy(probe(feats), y).backward()
+    assert probe.weight.grad is not None
+    lr = net.optimizers[-1].param_groups[0]["lr"]
+    want = probe.weight.detach() - lr * probe.weight.grad
+    net.train()
+    net.train_step(x, y, torch.arange(50), gen)
+    assert_close_reduced(net.probe.weight, want, feats.shape[0] * 2)
+    net.eval()
+    logits = net.probe(net.probe_features(ds.test.images))
+    assert torch.equal(net.predict(ds.test.images), logits.argmax(1))
+    # a whole run
+    net = ChannelwiseNet(config, (1, 28, 28), 10)
+    history = fit(net, ds, epochs=2, batch_size=50, progress=False)
+    assert "probe_acc" in history[-1] and "loss" not in history[-1]
 
 
 def test_the_twin_keeps_the_same_moving_average(tmp_path: Path) -> None:

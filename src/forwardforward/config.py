@@ -741,11 +741,20 @@ def validate(config: RunConfig) -> None:
     config.dist.check()
     # -- rules across sections
     if m.kind == "channelwise":
-        if t.schedule != "simultaneous" or r.kind != "goodness":
+        if t.schedule != "simultaneous":
             raise ConfigError(
                 "the channel-wise net trains its layers together (train.schedule = "
-                "'simultaneous'; channelwise.windows staggers them) and predicts by its class "
-                "groups' goodness (readout.kind = 'goodness')"
+                "'simultaneous'; channelwise.windows staggers them)"
+            )
+        if r.kind == "probe" and r.probe_mode != "joint":
+            raise ConfigError(
+                "the channel-wise net's probe (CwComp's softmax classifier) trains with the "
+                "layers on their detached outputs, every step of the run: set "
+                "readout.probe_mode = 'joint'"
+            )
+        if any(not 0 <= i < m.depth for i in r.layers):
+            raise ConfigError(
+                f"readout.layers are 0-based layers of the {m.depth}-layer net, got {r.layers}"
             )
         if config.channelwise.vote == "val" and d.val_fraction <= 0:
             raise ConfigError(

@@ -163,7 +163,15 @@ class ChannelwiseNet(NetBase):
             self.averaged = nn.ModuleList(copy.deepcopy(made)).requires_grad_(False)
             self.register_buffer("ema_updates", torch.zeros(len(made), dtype=torch.long))
         self.shortcuts = _Shortcuts(config, self.shapes, [tuple(la.out_shape) for la in made])
+        # CwComp's softmax classifier (readout.kind = "probe"): a linear layer on the
+        # flattened outputs of the readout's layers (default: the last), trained every step on
+        # their detached outputs by its own optimiser (readout.probe_*)
+        r = config.readout
+        self.probe_layers = list(r.layers) or [len(made) - 1]
         self.probe = None
+        if r.kind == "probe":
+            width = sum(math.prod(self.shapes[i]) for i in self.probe_layers)
+            self.probe = nn.Linear(width, num_classes)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.schedulers: list[torch.optim.lr_scheduler.LambdaLR] = []
         self.autocast_dtype = autocast_dtype(config.train.precision)
@@ -237,6 +245,8 @@ class ChannelwiseNet(NetBase):
             self.schedulers.append(
                 torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, steps, o.warmup))
             )
+        if self.probe is not None:  # the last optimiser: every step of the run
+            self._add_readout_optimizer(self.probe, epochs * self.steps_per_epoch)
 
     def train_step(
         self, x: Tensor, y: Tensor, index: Tensor, gen: torch.Generator
@@ -244,16 +254,21 @@ class ChannelwiseNet(NetBase):
         """Every layer in its window takes one step on its local cross-entropy; the frozen
         layers below them run in evaluation mode, the layers above them not at all. Each
         layer's gradient is computed as soon as its loss is (so only one layer's activations
-        are alive at a time); the optimisers step once every loss is known to be finite."""
+        are alive at a time); the optimisers step once every loss is known to be finite. A
+        probe learns from the detached outputs of its layers, as they come out of this pass
+        (frozen layers in evaluation mode), in every step of the run."""
         active = self.active(self.epoch())
         self.steps_done += 1
-        if not active:
+        probe = self.probe
+        if not active and probe is None:
             return {}
         h, kept = self.prepare(x), cast(dict[int, Tensor], {})
         losses: list[Tensor] = []
         correct = h.new_zeros(())
         step = int(self.steps_done) - 1
-        for i in range(max(active) + 1):
+        feats: list[Tensor] = []
+        stop = max([*active, *(self.probe_layers if probe is not None else [])])
+        for i in range(stop + 1):
             layer = self.layers[i]
             if i in active:
                 h, s = self.run_layer(i, h, kept)
@@ -268,10 +283,24 @@ class ChannelwiseNet(NetBase):
                 with torch.no_grad():
                     h, _ = self.run_layer(i, h, kept)
                 layer.train(self.training)
-        # no weight moves before every layer's loss is known to be finite
-        step_all([self.optimizers[i] for i in active], [self.schedulers[i] for i in active])
+            if probe is not None and i in self.probe_layers:
+                feats.append(h.detach().float())
+        stepping = list(active)
+        metrics: dict[str, Tensor] = {}
+        if probe is not None:
+            logits = probe(torch.cat(feats, 1))
+            probe_loss = F.cross_entropy(logits, y)
+            check_finite([probe_loss], ["the probe"], step)
+            probe_loss.backward()
+            stepping.append(len(self.layers))
+            metrics["probe_loss"] = probe_loss.detach()
+            metrics["probe_acc"] = (logits.detach().argmax(1) == y).float().mean()
+        # no weight moves before every loss is known to be finite
+        step_all([self.optimizers[i] for i in stepping], [self.schedulers[i] for i in stepping])
         self.update_averages(active)
-        return {"loss": torch.stack(losses).mean(), "layer_acc": correct}
+        if losses:
+            metrics.update(loss=torch.stack(losses).mean(), layer_acc=correct)
+        return metrics
 
     @torch.no_grad()
     def update_averages(self, layers: list[int]) -> None:
@@ -359,8 +388,24 @@ class ChannelwiseNet(NetBase):
         return torch.stack([per_layer[i] for i in chosen]).sum(0)
 
     @torch.no_grad()
+    def probe_features(self, x: Tensor) -> Tensor:
+        """The flattened outputs of the probe's layers ``(B, F)``, in one pass of the
+        predicting layers."""
+        h, kept = self.prepare(x), cast(dict[int, Tensor], {})
+        layers, feats = self.predicting(), []
+        for i in range(max(self.probe_layers) + 1):
+            h, _ = self.run_layer(i, h, kept, layers)
+            if i in self.probe_layers:
+                feats.append(h.float())
+        return torch.cat(feats, 1)
+
+    @torch.no_grad()
     def predict(self, x: Tensor) -> Tensor:
-        """The class whose groups score highest in the voting layers ``(B,)``: one pass."""
+        """The class whose groups score highest in the voting layers ``(B,)``, or the probe's
+        (``readout.kind = "probe"``): one pass."""
+        if self.probe is not None:
+            logits: Tensor = self.probe(self.probe_features(x))
+            return logits.argmax(1)
         return self.label_scores(x).argmax(1)
 
     @torch.no_grad()
