@@ -17,7 +17,7 @@ from forwardforward.train import Trainer, build_net
 
 CIFAR_PRESETS = ["cwcomp-cifar10", "deeperforward-cifar10", "scff-conv-cifar10"]
 DIGIT_PRESETS = [
-    "conv-mnist-quick", "conv-mnist-ema", "cwcomp-mnist", "cwcomp-mnist-sf", "cwcomp-fashion", "deeperforward-mnist",
+    "conv-mnist-quick", "cwcomp-mnist", "cwcomp-mnist-sf", "cwcomp-fashion", "deeperforward-mnist",
     "deeperforward-fashion",
 ]  # fmt: skip
 
