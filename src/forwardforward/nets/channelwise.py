@@ -106,6 +106,19 @@ def build_channelwise_layers(
     return layers, shapes
 
 
+@torch.no_grad()
+def _average_step(avg: nn.Module, live: nn.Module, decay: float, t: int) -> None:
+    """Step ``t`` (0-based) of the moving average ``avg`` of ``live``: every parameter moves
+    towards ``live``'s by ``1 - min(decay, (1 + t) / (10 + t))``; the buffers (batch-norm
+    statistics) are copied."""
+    d = min(decay, (1.0 + t) / (10.0 + t))
+    params: list[Tensor] = list(avg.parameters())
+    if params:
+        torch._foreach_lerp_(params, [p.detach() for p in live.parameters()], 1.0 - d)
+    for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
+        b_avg.copy_(b_live)
+
+
 class _Shortcuts:
     """Applies the net's residual shortcuts to a layer's output, from the outputs kept so far."""
 
@@ -309,16 +322,9 @@ class ChannelwiseNet(NetBase):
         buffers (batch-norm statistics) are copied, for the recalibration to replace."""
         if self.averaged is None:
             return
-        decay = self.config.channelwise.ema
         for i in layers:
-            t = int(self.ema_updates[i])
-            d = min(decay, (1.0 + t) / (10.0 + t))
-            live, avg = self.layers[i], self.averaged[i]
-            params: list[Tensor] = list(avg.parameters())
-            if params:
-                torch._foreach_lerp_(params, [p.detach() for p in live.parameters()], 1.0 - d)
-            for b_avg, b_live in zip(avg.buffers(), live.buffers(), strict=True):
-                b_avg.copy_(b_live)
+            decay, t = self.config.channelwise.ema, int(self.ema_updates[i])
+            _average_step(self.averaged[i], self.layers[i], decay, t)
             self.ema_updates[i] += 1
 
     def end_epoch(self, x: Tensor, y: Tensor, gen: torch.Generator) -> None:
@@ -489,15 +495,9 @@ class ChannelwiseBackpropNet(BackpropNet):
         """One step of the whole net, then one of its moving average (with ``ema``)."""
         metrics = super().train_step(x, y, index, gen)
         if self.averaged is not None:
-            with torch.no_grad():
-                t = int(self.ema_updates)
-                d = min(self.config.channelwise.ema, (1.0 + t) / (10.0 + t))
-                live = nn.ModuleList([self.layers, self.head])
-                params: list[Tensor] = list(self.averaged.parameters())
-                torch._foreach_lerp_(params, [p.detach() for p in live.parameters()], 1.0 - d)
-                for b_avg, b_live in zip(self.averaged.buffers(), live.buffers(), strict=True):
-                    b_avg.copy_(b_live)
-                self.ema_updates += 1
+            live = nn.ModuleList([self.layers, self.head])
+            _average_step(self.averaged, live, self.config.channelwise.ema, int(self.ema_updates))
+            self.ema_updates += 1
         return metrics
 
     def forward(self, x: Tensor) -> Tensor:
